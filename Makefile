@@ -1,0 +1,56 @@
+# Tabby — see README.md. Every target works on a fresh machine after `make deps`
+# (and `make test` runs `deps` itself).
+
+GO       ?= go
+BIN      ?= bin
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS  := -X main.version=$(VERSION)
+PKGS     := ./...
+# Packages whose concurrency tests also run under the race detector.
+RACE_PKGS := ./lpm/... ./datapath/...
+
+.PHONY: all build test test-unit test-race bench bench-json deps demo lint fmt clean
+
+all: build
+
+## build: build bin/tabby
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tabby ./cmd/tabby
+
+## deps: install what builds and tests need (Go modules; Debian packages for the network tests)
+deps:
+	$(GO) mod download
+	./scripts/deps.sh
+
+## test: the whole test suite (what CI runs): vet, unit tests with fuzz seeds, race tests
+test: deps lint test-unit test-race
+
+test-unit:
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+test-race:
+	$(GO) test -count=1 -race -timeout 20m -run 'Concurrent|Race' $(RACE_PKGS)
+
+## bench: the micro-benchmark suites, human tables
+bench: build
+	$(BIN)/tabby bench lpm encap pipeline
+
+## bench-json: the same as JSON lines
+bench-json: build
+	$(BIN)/tabby bench lpm encap pipeline --json
+
+## demo: build and run the demo (see README)
+demo: build
+	./scripts/demo.sh
+
+## lint: gofmt and go vet
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,4 @@
+package acl
+
+// ForceWide exposes forceWide to the external tests.
+var ForceWide = &forceWide

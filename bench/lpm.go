@@ -1,0 +1,487 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/gaissmai/bart"
+
+	"github.com/tabbynet/tabby/internal/bgptable"
+	"github.com/tabbynet/tabby/lpm"
+)
+
+func init() {
+	Register(Suite{
+		Name: "lpm",
+		Doc: "longest-prefix match on the real BGP table (~900k v4, ~160k v6): tabby's lpm vs bart.Table; " +
+			"lookups (ns per address; bart has no batch API, so its batch cases loop over single Lookups), " +
+			"full-table insert and v4 churn (routes/s), memory (B)",
+		Run: runLPM,
+	})
+}
+
+// lpmSink keeps benchmark results alive.
+var lpmSink uint32
+
+// lpmData is the input of the lpm suite: prefixes with next hops and the
+// address streams of the lookup cases, in both impls' argument types.
+type lpmData struct {
+	v4, v6   []netip.Prefix
+	nh4, nh6 []uint32
+	// Lookup address streams, keyed by case name without "v4-"/"v6-".
+	addrs4 map[string][]uint32
+	addrs6 map[string][][16]byte
+	bart   map[string][]netip.Addr // keyed by full case name
+}
+
+func newLPMData(opt Options) (*lpmData, error) {
+	v4, v6, err := bgptable.Prefixes()
+	if err != nil {
+		return nil, err
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	nCold4, nCold6, nIn := 16<<20, 4<<20, 4<<20
+	if opt.Quick {
+		v4 = lpmSample(rng, v4, 20000)
+		v6 = lpmSample(rng, v6, 20000)
+		nCold4, nCold6, nIn = 64<<10, 64<<10, 64<<10
+	}
+	d := &lpmData{
+		v4: v4, v6: v6,
+		addrs4: map[string][]uint32{}, addrs6: map[string][][16]byte{}, bart: map[string][]netip.Addr{},
+	}
+	d.nh4 = make([]uint32, len(v4))
+	for i := range d.nh4 {
+		d.nh4[i] = rng.Uint32N(lpm.MaxNextHop + 1)
+	}
+	d.nh6 = make([]uint32, len(v6))
+	for i := range d.nh6 {
+		d.nh6[i] = rng.Uint32N(lpm.MaxNextHop + 1)
+	}
+
+	cold4 := make([]uint32, nCold4)
+	for i := range cold4 {
+		cold4[i] = rng.Uint32()
+	}
+	in4 := make([]uint32, nIn)
+	for i := range in4 {
+		p := v4[rng.IntN(len(v4))]
+		in4[i] = lpmAddr4(p.Addr()) | rng.Uint32()&^lpmMask(p.Bits(), 32)
+	}
+	hot4 := make([]uint32, 1024)
+	copy(hot4, in4)
+	d.addrs4["cold-random"], d.addrs4["in-prefix"], d.addrs4["hot-set"] = cold4, in4, hot4
+
+	cold6 := make([][16]byte, nCold6)
+	for i := range cold6 {
+		cold6[i] = lpmRandom6(rng)
+	}
+	in6 := make([][16]byte, nIn)
+	for i := range in6 {
+		in6[i] = lpmRandomIn6(rng, v6[rng.IntN(len(v6))])
+	}
+	hot6 := make([][16]byte, 1024)
+	copy(hot6, in6)
+	d.addrs6["cold-random"], d.addrs6["in-prefix"], d.addrs6["hot-set"] = cold6, in6, hot6
+
+	for name, as := range d.addrs4 {
+		out := make([]netip.Addr, len(as))
+		for i, a := range as {
+			out[i] = netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
+		}
+		d.bart["v4-"+name] = out
+	}
+	for name, as := range d.addrs6 {
+		out := make([]netip.Addr, len(as))
+		for i, a := range as {
+			out[i] = netip.AddrFrom16(a)
+		}
+		d.bart["v6-"+name] = out
+	}
+	return d, nil
+}
+
+func lpmSample(rng *rand.Rand, ps []netip.Prefix, n int) []netip.Prefix {
+	out := make([]netip.Prefix, 0, n)
+	for _, i := range rng.Perm(len(ps))[:min(n, len(ps))] {
+		out = append(out, ps[i])
+	}
+	return out
+}
+
+func lpmAddr4(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+// lpmMask returns the mask of the first n bits of a width-bit number.
+func lpmMask(n, width int) uint32 {
+	if n == 0 {
+		return 0
+	}
+	return ^uint32(0) << (width - n)
+}
+
+// lpmRandom6 returns a random address in 2000::/3.
+func lpmRandom6(rng *rand.Rand) [16]byte {
+	var a [16]byte
+	for i := range a {
+		a[i] = byte(rng.Uint32())
+	}
+	a[0] = a[0]&0x1f | 0x20
+	return a
+}
+
+func lpmRandomIn6(rng *rand.Rand, p netip.Prefix) [16]byte {
+	a := p.Addr().As16()
+	for i := p.Bits(); i < 128; i++ {
+		if rng.IntN(2) == 1 {
+			a[i/8] |= 0x80 >> (i % 8)
+		}
+	}
+	return a
+}
+
+func (d *lpmData) table4() (*lpm.Table4, error) {
+	t := lpm.NewTable4()
+	for i, p := range d.v4 {
+		if err := t.Insert(p, d.nh4[i]); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+func (d *lpmData) table6() (*lpm.Table6, error) {
+	t := lpm.NewTable6()
+	for i, p := range d.v6 {
+		if err := t.Insert(p, d.nh6[i]); err != nil {
+			return nil, err
+		}
+	}
+	return t, nil
+}
+
+func (d *lpmData) bart4() *bart.Table[uint32] {
+	t := new(bart.Table[uint32])
+	for i, p := range d.v4 {
+		t.Insert(p, d.nh4[i])
+	}
+	return t
+}
+
+func (d *lpmData) bart6() *bart.Table[uint32] {
+	t := new(bart.Table[uint32])
+	for i, p := range d.v6 {
+		t.Insert(p, d.nh6[i])
+	}
+	return t
+}
+
+// lpmLookupCase is one lookup case: its name, its address stream and its batch
+// size (0: single lookups).
+type lpmLookupCase struct {
+	name   string // without the "v4-"/"v6-" prefix
+	stream string
+	batch  int
+}
+
+var lpmLookupCases = []lpmLookupCase{
+	{"cold-random", "cold-random", 0},
+	{"in-prefix", "in-prefix", 0},
+	{"hot-set", "hot-set", 0},
+	{"batch64-cold-random", "cold-random", 64},
+	{"batch256-cold-random", "cold-random", 256},
+	{"batch256-in-prefix", "in-prefix", 256},
+}
+
+// lpmSingleChunk is how many single lookups one benchmark iteration does.
+const lpmSingleChunk = 256
+
+func runLPM(ctx context.Context, opt Options, emit func(Result)) error {
+	opt.Progressf("lpm: loading the table and generating addresses")
+	d, err := newLPMData(opt)
+	if err != nil {
+		return fmt.Errorf("lpm data: %w", err)
+	}
+	report := func(cas, impl string, m Measurement) {
+		emit(Result{Case: cas, Impl: impl, Metric: "ns_per_op", Value: m.NsPerOp, Unit: "ns"})
+		emit(Result{Case: cas, Impl: impl, Metric: "allocs_per_op", Value: m.AllocsPerOp, Unit: "allocs"})
+	}
+
+	// IPv4 lookups.
+	t4, err := d.table4()
+	if err != nil {
+		return err
+	}
+	b4 := d.bart4()
+	for _, c := range lpmLookupCases {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		name := "v4-" + c.name
+		opt.Progressf("lpm: %s", name)
+		tabby, bartAddrs := d.addrs4[c.stream], d.bart[name[:3]+c.stream]
+		n := max(c.batch, lpmSingleChunk)
+		report(name, "tabby", Measure(opt, n, lpmTabby4(t4, tabby, c.batch)))
+		report(name, "bart", Measure(opt, n, lpmBart(b4, bartAddrs, c.batch)))
+	}
+
+	// IPv4 updates and memory.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	opt.Progressf("lpm: v4-update-churn")
+	churn := lpmChurnPrefixes(d.v4, 4096)
+	m := Measure(opt, len(churn), func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for i, p := range churn {
+				_, _ = t4.Delete(p)
+				_ = t4.Insert(p, uint32(i))
+			}
+		}
+	})
+	emit(Result{Case: "v4-update-churn", Impl: "tabby", Metric: "routes_per_s", Value: lpmPerSecond(m), Unit: "routes/s"})
+	m = Measure(opt, len(churn), func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			for i, p := range churn {
+				b4.Delete(p)
+				b4.Insert(p, uint32(i))
+			}
+		}
+	})
+	emit(Result{Case: "v4-update-churn", Impl: "bart", Metric: "routes_per_s", Value: lpmPerSecond(m), Unit: "routes/s"})
+	runtime.KeepAlive(t4)
+	runtime.KeepAlive(b4)
+	t4, b4 = nil, nil
+
+	opt.Progressf("lpm: v4-insert-full-table, v4-full-table")
+	if err := lpmInsertAndMemory(opt, emit, "v4", len(d.v4), func() (any, int, error) {
+		t, err := d.table4()
+		if err != nil {
+			return nil, 0, err
+		}
+		return t, t.MemoryBytes(), nil
+	}, func() any { return d.bart4() }); err != nil {
+		return err
+	}
+
+	// IPv6 lookups.
+	t6, err := d.table6()
+	if err != nil {
+		return err
+	}
+	b6 := d.bart6()
+	for _, c := range lpmLookupCases {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		name := "v6-" + c.name
+		opt.Progressf("lpm: %s", name)
+		n := max(c.batch, lpmSingleChunk)
+		report(name, "tabby", Measure(opt, n, lpmTabby6(t6, d.addrs6[c.stream], c.batch)))
+		report(name, "bart", Measure(opt, n, lpmBart(b6, d.bart["v6-"+c.stream], c.batch)))
+	}
+	runtime.KeepAlive(t6)
+	runtime.KeepAlive(b6)
+	t6, b6 = nil, nil
+
+	opt.Progressf("lpm: v6-insert-full-table, v6-full-table")
+	return lpmInsertAndMemory(opt, emit, "v6", len(d.v6), func() (any, int, error) {
+		t, err := d.table6()
+		if err != nil {
+			return nil, 0, err
+		}
+		return t, t.MemoryBytes(), nil
+	}, func() any { return d.bart6() })
+}
+
+// lpmInsertAndMemory measures building the whole table (routes/s) and the
+// memory a built table holds.
+func lpmInsertAndMemory(opt Options, emit func(Result), family string, routes int,
+	tabby func() (any, int, error), bartBuild func() any) error {
+	var buildErr error
+	m := Measure(opt, routes, func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, _, err := tabby(); err != nil {
+				buildErr = err
+			}
+		}
+	})
+	if buildErr != nil {
+		return buildErr
+	}
+	emit(Result{Case: family + "-insert-full-table", Impl: "tabby", Metric: "routes_per_s", Value: lpmPerSecond(m), Unit: "routes/s"})
+	m = Measure(opt, routes, func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			bartBuild()
+		}
+	})
+	emit(Result{Case: family + "-insert-full-table", Impl: "bart", Metric: "routes_per_s", Value: lpmPerSecond(m), Unit: "routes/s"})
+
+	// Memory: MemoryBytes counts tabby's lookup structures; bytes_heap is
+	// the live heap growth of building the table, which for tabby also
+	// holds the writer's prefix index (and tbl24, which lives on the heap).
+	var lookupBytes int
+	heap, err := lpmHeapDelta(func() (any, error) {
+		t, n, err := tabby()
+		lookupBytes = n
+		return t, err
+	})
+	if err != nil {
+		return err
+	}
+	cas := family + "-full-table"
+	emit(Result{Case: cas, Impl: "tabby", Metric: "bytes", Value: float64(lookupBytes), Unit: "B"})
+	emit(Result{Case: cas, Impl: "tabby", Metric: "bytes_heap", Value: float64(heap), Unit: "B"})
+	heap, _ = lpmHeapDelta(func() (any, error) { return bartBuild(), nil })
+	emit(Result{Case: cas, Impl: "bart", Metric: "bytes", Value: float64(heap), Unit: "B"})
+	emit(Result{Case: cas, Impl: "bart", Metric: "bytes_heap", Value: float64(heap), Unit: "B"})
+	return nil
+}
+
+// lpmHeapDelta returns how much the live heap grows while build's result is
+// alive.
+func lpmHeapDelta(build func() (any, error)) (int64, error) {
+	before := lpmSettledHeap()
+	v, err := build()
+	after := lpmSettledHeap()
+	runtime.KeepAlive(v)
+	runtime.KeepAlive(build) // and what it refers to, such as the input data
+	return int64(after) - int64(before), err
+}
+
+// lpmSettledHeap collects garbage until the live heap stops shrinking (pool
+// victim caches and finalizers take more than one cycle) and returns it.
+func lpmSettledHeap() uint64 {
+	var ms runtime.MemStats
+	last := uint64(0)
+	for range 10 {
+		runtime.GC()
+		time.Sleep(time.Millisecond) // let finalizers run
+		runtime.ReadMemStats(&ms)
+		if last != 0 && ms.HeapAlloc+ms.HeapAlloc/1000 >= last {
+			break
+		}
+		last = ms.HeapAlloc
+	}
+	return ms.HeapAlloc
+}
+
+func lpmPerSecond(m Measurement) float64 {
+	if m.NsPerOp == 0 {
+		return 0
+	}
+	return 1e9 / m.NsPerOp
+}
+
+// lpmChurnPrefixes picks n prefixes of ps to delete and insert again.
+func lpmChurnPrefixes(ps []netip.Prefix, n int) []netip.Prefix {
+	return lpmSample(rand.New(rand.NewPCG(3, 4)), ps, n)
+}
+
+// lpmTabby4 benchmarks Table4: chunks of single Lookups, or LookupBatch.
+func lpmTabby4(t *lpm.Table4, addrs []uint32, batch int) func(b *testing.B) {
+	return func(b *testing.B) {
+		b.ReportAllocs()
+		var sink uint32
+		pos := 0
+		if batch == 0 {
+			for b.Loop() {
+				for _, a := range addrs[pos : pos+lpmSingleChunk] {
+					nh, _ := t.Lookup(a)
+					sink += nh
+				}
+				if pos += lpmSingleChunk; pos+lpmSingleChunk > len(addrs) {
+					pos = 0
+				}
+			}
+		} else {
+			nhs := make([]uint32, batch)
+			for b.Loop() {
+				t.LookupBatch(addrs[pos:pos+batch], nhs)
+				sink += nhs[0]
+				if pos += batch; pos+batch > len(addrs) {
+					pos = 0
+				}
+			}
+		}
+		lpmSink += sink
+	}
+}
+
+// lpmTabby6 benchmarks Table6: chunks of single Lookups, or LookupBatch.
+func lpmTabby6(t *lpm.Table6, addrs [][16]byte, batch int) func(b *testing.B) {
+	return func(b *testing.B) {
+		b.ReportAllocs()
+		var sink uint32
+		pos := 0
+		if batch == 0 {
+			for b.Loop() {
+				for _, a := range addrs[pos : pos+lpmSingleChunk] {
+					nh, _ := t.Lookup(a)
+					sink += nh
+				}
+				if pos += lpmSingleChunk; pos+lpmSingleChunk > len(addrs) {
+					pos = 0
+				}
+			}
+		} else {
+			nhs := make([]uint32, batch)
+			for b.Loop() {
+				t.LookupBatch(addrs[pos:pos+batch], nhs)
+				sink += nhs[0]
+				if pos += batch; pos+batch > len(addrs) {
+					pos = 0
+				}
+			}
+		}
+		lpmSink += sink
+	}
+}
+
+// lpmBart benchmarks bart.Table: chunks of single Lookups; a "batch" is a
+// loop of single Lookups that stores results like LookupBatch does.
+func lpmBart(t *bart.Table[uint32], addrs []netip.Addr, batch int) func(b *testing.B) {
+	return func(b *testing.B) {
+		b.ReportAllocs()
+		var sink uint32
+		pos := 0
+		if batch == 0 {
+			for b.Loop() {
+				for _, a := range addrs[pos : pos+lpmSingleChunk] {
+					nh, _ := t.Lookup(a)
+					sink += nh
+				}
+				if pos += lpmSingleChunk; pos+lpmSingleChunk > len(addrs) {
+					pos = 0
+				}
+			}
+		} else {
+			nhs := make([]uint32, batch)
+			for b.Loop() {
+				for i, a := range addrs[pos : pos+batch] {
+					nh, ok := t.Lookup(a)
+					if !ok {
+						nh = lpm.NoRoute
+					}
+					nhs[i] = nh
+				}
+				sink += nhs[0]
+				if pos += batch; pos+batch > len(addrs) {
+					pos = 0
+				}
+			}
+		}
+		lpmSink += sink
+	}
+}

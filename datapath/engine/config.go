@@ -1,0 +1,212 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/tabbynet/tabby/datapath"
+	"github.com/tabbynet/tabby/datapath/afxdp"
+)
+
+// PortKind is the packet I/O the engine's ports use.
+type PortKind uint8
+
+// Port kinds.
+const (
+	// PortAFXDP (the default): AF_XDP sockets fed by the XDP steering
+	// program; the kernel never sees the frames the dataplane owns.
+	PortAFXDP PortKind = iota
+	// PortAFPacket: AF_PACKET (TPACKET_V3) sockets, for interfaces where
+	// XDP cannot attach. The kernel still sees every frame (see the
+	// package documentation).
+	PortAFPacket
+)
+
+func (k PortKind) String() string {
+	switch k {
+	case PortAFXDP:
+		return "afxdp"
+	case PortAFPacket:
+		return "afpacket"
+	}
+	return fmt.Sprintf("PortKind(%d)", uint8(k))
+}
+
+// ParsePortKind parses "afxdp" or "afpacket".
+func ParsePortKind(s string) (PortKind, error) {
+	for _, k := range []PortKind{PortAFXDP, PortAFPacket} {
+		if k.String() == s {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown port kind %q (want afxdp or afpacket)", s)
+}
+
+// Interface is one interface the engine sends and receives on.
+type Interface struct {
+	// Name is the interface name in the engine's network namespace.
+	Name string
+	// XDPMode is how the steering program attaches (AF_XDP only).
+	// XDPAuto, the default, tries native mode and falls back to generic
+	// mode with a log line.
+	XDPMode afxdp.XDPMode
+}
+
+// Config configures an engine. Zero fields take the defaults.
+type Config struct {
+	// Interfaces are the ports; their order defines the datapath.PortID
+	// (index) that NextHop.Port and NodeConfig.HostPort use.
+	Interfaces []Interface
+	// Tables is the forwarding state the worker reads.
+	Tables *datapath.Tables
+	// PortKind selects AF_XDP (default) or AF_PACKET ports.
+	PortKind PortKind
+	// PollMode is how the worker waits for traffic (default adaptive).
+	PollMode afxdp.PollMode
+	// BatchSize is the receive batch (default datapath.DefaultBatchSize).
+	BatchSize int
+
+	// Steering: what the XDP program redirects to the dataplane;
+	// everything else is XDP_PASS to the kernel. With AF_PACKET ports the
+	// same classification is a classic BPF socket filter, applied when
+	// PodCIDRs or NodeAddress is set (otherwise the sockets take every
+	// frame).
+	//
+	// PodCIDRs are the destinations the dataplane owns.
+	PodCIDRs []netip.Prefix
+	// NodeAddress is the IPv4 node address: IP-in-IP and VXLAN to it are
+	// the dataplane's (decapsulated); other traffic to it is the host's.
+	NodeAddress netip.Addr
+	// HostAddresses are the host's own addresses: traffic to them goes to
+	// the kernel even inside a pod CIDR (BGP, ssh, the tunnel device
+	// address, ...).
+	HostAddresses []netip.Addr
+	// VXLANPort is the UDP port of VXLAN traffic to the node (0: 4789).
+	VXLANPort uint16
+
+	// Netns is the network namespace the interfaces are in: sockets and
+	// attachments are created on a thread inside it. 0 (or -1, the
+	// netns package's None) means the calling thread's namespace.
+	Netns netns.NsHandle
+
+	// Frames is the number of frames of the worker's UMEM or pool
+	// (default: for AF_XDP enough for full rings on every interface, at
+	// least 4096; for AF_PACKET four batches per interface, at least 1024).
+	Frames int
+	// RingSize is the size of every AF_XDP ring (RX, TX, fill,
+	// completion), a power of two (default 1024).
+	RingSize int
+
+	// Logger receives setup and teardown messages (default: discard).
+	// Nothing is logged per packet.
+	Logger *slog.Logger
+}
+
+const (
+	defaultRingSize = 1024
+	minFrames       = 4096
+	// frameSize is the UMEM / pool frame size: a 1500-byte frame plus
+	// VXLAN encapsulation plus the 256-byte XDP headroom fit with room to
+	// spare, and the kernel accepts it for copy and zero-copy mode.
+	frameSize = 4096
+	// poolHeadroom is the headroom of AF_PACKET pool frames, the same as
+	// AF_XDP's XDP_PACKET_HEADROOM.
+	poolHeadroom = 256
+	// maxHeadroom is the headroom of either kind of frame; a frame holds
+	// frameSize - maxHeadroom bytes of packet.
+	maxHeadroom = 256
+)
+
+// withDefaults validates cfg and fills in the defaults.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.Tables == nil {
+		return cfg, fmt.Errorf("engine: no tables")
+	}
+	if len(cfg.Interfaces) == 0 {
+		return cfg, fmt.Errorf("engine: no interfaces")
+	}
+	if len(cfg.Interfaces) >= int(datapath.NoPort) {
+		return cfg, fmt.Errorf("engine: %d interfaces, at most %d", len(cfg.Interfaces), datapath.NoPort-1)
+	}
+	seen := map[string]bool{}
+	for i, ifc := range cfg.Interfaces {
+		if ifc.Name == "" {
+			return cfg, fmt.Errorf("engine: interface %d has no name", i)
+		}
+		if seen[ifc.Name] {
+			return cfg, fmt.Errorf("engine: interface %s listed twice", ifc.Name)
+		}
+		seen[ifc.Name] = true
+		if ifc.XDPMode > afxdp.XDPGeneric {
+			return cfg, fmt.Errorf("engine: interface %s: unknown XDP mode %d", ifc.Name, ifc.XDPMode)
+		}
+	}
+	if cfg.PortKind > PortAFPacket {
+		return cfg, fmt.Errorf("engine: unknown port kind %d", cfg.PortKind)
+	}
+	if cfg.PollMode > afxdp.PollInterrupt {
+		return cfg, fmt.Errorf("engine: unknown poll mode %d", cfg.PollMode)
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = datapath.DefaultBatchSize
+	}
+	if cfg.BatchSize < 1 || cfg.BatchSize > datapath.MaxBatchSize {
+		return cfg, fmt.Errorf("engine: batch size %d out of range 1..%d", cfg.BatchSize, datapath.MaxBatchSize)
+	}
+	for _, p := range cfg.PodCIDRs {
+		if !p.IsValid() {
+			return cfg, fmt.Errorf("engine: invalid pod CIDR %v", p)
+		}
+	}
+	for _, a := range cfg.HostAddresses {
+		if !a.IsValid() {
+			return cfg, fmt.Errorf("engine: invalid host address %v", a)
+		}
+	}
+	cfg.NodeAddress = cfg.NodeAddress.Unmap()
+	if cfg.NodeAddress.IsValid() && !cfg.NodeAddress.Is4() {
+		return cfg, fmt.Errorf("engine: node address %v is not IPv4", cfg.NodeAddress)
+	}
+	if cfg.VXLANPort == 0 {
+		cfg.VXLANPort = 4789
+	}
+	if cfg.RingSize == 0 {
+		cfg.RingSize = defaultRingSize
+	}
+	if cfg.RingSize < 64 || cfg.RingSize > 1<<16 || cfg.RingSize&(cfg.RingSize-1) != 0 {
+		return cfg, fmt.Errorf("engine: ring size %d is not a power of two in 64..65536", cfg.RingSize)
+	}
+	if cfg.Frames < 0 || cfg.Frames > 1<<20 {
+		return cfg, fmt.Errorf("engine: %d frames out of range 1..%d", cfg.Frames, 1<<20)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return cfg, nil
+}
+
+// umemFrames is the number of frames of an AF_XDP worker's UMEM: each
+// socket lends a full fill ring to the kernel and may have a full TX ring in
+// flight, and the worker holds a batch per port.
+func (cfg *Config) umemFrames() int {
+	if cfg.Frames > 0 {
+		return cfg.Frames
+	}
+	return max(minFrames, len(cfg.Interfaces)*(2*cfg.RingSize+cfg.BatchSize))
+}
+
+// poolFrames is the number of frames of an AF_PACKET worker's pool: frames
+// only live from a receive to the end of the batch (sendmmsg copies them).
+func (cfg *Config) poolFrames() int {
+	if cfg.Frames > 0 {
+		return cfg.Frames
+	}
+	return max(1024, 4*len(cfg.Interfaces)*cfg.BatchSize)
+}
+
+// steered reports whether any steering field is set.
+func (cfg *Config) steered() bool { return len(cfg.PodCIDRs) > 0 || cfg.NodeAddress.IsValid() }

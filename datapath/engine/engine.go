@@ -1,0 +1,395 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tabbynet/tabby/datapath"
+	"github.com/tabbynet/tabby/datapath/afpacket"
+	"github.com/tabbynet/tabby/datapath/afxdp"
+	"github.com/tabbynet/tabby/datapath/header"
+)
+
+// Engine runs one node's dataplane workers on AF_XDP (or AF_PACKET) ports.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+
+	ifaces   []ifaceState
+	steering *afxdp.Steering // AF_XDP only
+	workers  []*worker
+
+	cancel context.CancelFunc
+	done   chan struct{} // closed when every worker loop has exited
+
+	mu       sync.Mutex // serialises Stats and Close
+	closed   bool
+	closeErr error
+	final    *Stats // recorded by Close before the sockets close
+}
+
+// ifaceState is what Start learned and created for one interface.
+type ifaceState struct {
+	name       string
+	ifindex    int
+	mtu        int
+	attachment *afxdp.Attachment // AF_XDP only
+	xdpReason  string
+}
+
+// workerQueues returns the queues that get a worker: only queue 0 for now
+// (veths use one queue). One worker per RX queue of a multi-queue NIC is
+// this list growing to the NIC's channel count: each worker then binds one
+// socket per interface on its queue and registers it in the interface's
+// XSKMAP at that index.
+func workerQueues(cfg *Config) []int { return []int{0} }
+
+// Start creates the frame memory and sockets, attaches the steering
+// program, registers the sockets with it and starts the worker loops, which
+// run until Close (or until ctx is done; Close must still be called). On any
+// error it undoes everything it did and returns an error naming the step and
+// interface.
+func Start(ctx context.Context, cfg Config) (*Engine, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, done: make(chan struct{})}
+	if cfg.PortKind == PortAFXDP && !cfg.steered() {
+		e.log.Warn("no pod CIDRs and no node address: the steering program redirects nothing to the dataplane")
+	}
+	snap := cfg.Tables.Load()
+	if snap == nil {
+		return nil, errors.New("engine: tables have no snapshot (use datapath.NewTables)")
+	}
+	if hp := snap.Node.HostPort; hp != datapath.NoPort {
+		if int(hp) < len(cfg.Interfaces) {
+			e.log.Info("frames for the host are sent out of an engine interface", "host_port", hp,
+				"if", cfg.Interfaces[hp].Name)
+		} else {
+			e.log.Warn("tables name a host port beyond the engine's interfaces; frames for the host are dropped",
+				"host_port", hp)
+		}
+	}
+	if err := inNetns(cfg.Netns, e.setup); err != nil {
+		return nil, errors.Join(err, e.teardown())
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	e.cancel = cancel
+	for _, w := range e.workers {
+		if err := w.start(runCtx, &e.cfg); err != nil {
+			cancel()
+			e.waitWorkers()
+			return nil, errors.Join(err, e.teardown())
+		}
+	}
+	go func() {
+		e.waitWorkers()
+		close(e.done)
+	}()
+	e.log.Info("engine started", "ports", cfg.PortKind, "interfaces", len(cfg.Interfaces),
+		"workers", len(e.workers), "poll", cfg.PollMode, "batch", cfg.BatchSize)
+	return e, nil
+}
+
+// setup creates everything in the engine's namespace.
+func (e *Engine) setup() error {
+	cfg := &e.cfg
+	for _, ifc := range cfg.Interfaces {
+		ifi, err := net.InterfaceByName(ifc.Name)
+		if err != nil {
+			return fmt.Errorf("engine: interface %s: %w", ifc.Name, err)
+		}
+		e.ifaces = append(e.ifaces, ifaceState{name: ifc.Name, ifindex: ifi.Index, mtu: ifi.MTU})
+		if room := frameSize - maxHeadroom; ifi.MTU+header.EthernetLen+4 > room {
+			e.log.Warn("interface MTU exceeds what a frame holds: longer frames are dropped", "if", ifc.Name,
+				"mtu", ifi.MTU, "max_frame", room)
+		}
+	}
+	if cfg.PortKind == PortAFPacket {
+		for i := range e.ifaces {
+			e.ifaces[i].xdpReason = "af_packet ports: no XDP program"
+		}
+		return e.setupAFPacket()
+	}
+	return e.setupAFXDP()
+}
+
+func (e *Engine) setupAFXDP() error {
+	cfg := &e.cfg
+	st, err := afxdp.NewSteering(afxdp.SteeringConfig{VXLANPort: cfg.VXLANPort, Logger: cfg.Logger})
+	if err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	e.steering = st
+	if err := st.SetPodCIDRs(cfg.PodCIDRs); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	if err := st.SetHostAddresses(cfg.HostAddresses); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	if err := st.SetNodeAddress(cfg.NodeAddress); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	for i, ifc := range cfg.Interfaces {
+		if err := e.attach(i, ifc); err != nil {
+			return err
+		}
+	}
+	for wi, q := range workerQueues(cfg) {
+		w := &worker{id: wi, queue: q}
+		e.workers = append(e.workers, w)
+		if w.umem, err = afxdp.NewUMEM(afxdp.UMEMConfig{Frames: cfg.umemFrames(), FrameSize: frameSize,
+			Logger: cfg.Logger}); err != nil {
+			return fmt.Errorf("engine: worker %d: %w", wi, err)
+		}
+		for i, ifc := range cfg.Interfaces {
+			s, err := e.newSocket(w.umem, afxdp.SocketConfig{Interface: ifc.Name, Queue: q, Port: datapath.PortID(i),
+				RxSize: cfg.RingSize, TxSize: cfg.RingSize, FillSize: cfg.RingSize, CompletionSize: cfg.RingSize})
+			if err != nil {
+				return fmt.Errorf("engine: interface %s queue %d: %w", ifc.Name, q, err)
+			}
+			w.sockets = append(w.sockets, s)
+			if err := e.ifaces[i].attachment.Register(s); err != nil {
+				return fmt.Errorf("engine: interface %s queue %d: %w", ifc.Name, q, err)
+			}
+		}
+	}
+	return nil
+}
+
+// bindBusyWindow is how long Start retries binding a socket to a queue that
+// is busy. The kernel releases a closed AF_XDP socket's hold on its queue
+// asynchronously (measured: ~20 ms on kernel 6.18), so an engine started
+// right after another one on the same interfaces closed would otherwise
+// fail with EBUSY.
+var bindBusyWindow = time.Second
+
+// newSocket creates a socket, retrying for bindBusyWindow while the queue is
+// busy.
+func (e *Engine) newSocket(u *afxdp.UMEM, cfg afxdp.SocketConfig) (*afxdp.Socket, error) {
+	deadline := time.Now().Add(bindBusyWindow)
+	for {
+		s, err := u.NewSocket(cfg)
+		if err == nil || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return s, err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// attach attaches the steering program to interface i. With XDPAuto it
+// tries native mode and falls back to generic mode itself, so that the
+// reason for the fallback is kept for Stats.
+func (e *Engine) attach(i int, ifc Interface) error {
+	is := &e.ifaces[i]
+	switch ifc.XDPMode {
+	case afxdp.XDPDriver, afxdp.XDPGeneric:
+		a, err := e.steering.Attach(ifc.Name, ifc.XDPMode)
+		if err != nil {
+			return fmt.Errorf("engine: interface %s: %w", ifc.Name, err)
+		}
+		is.attachment, is.xdpReason = a, ifc.XDPMode.String()+" mode requested"
+		return nil
+	}
+	a, nerr := e.steering.Attach(ifc.Name, afxdp.XDPDriver)
+	if nerr == nil {
+		is.attachment, is.xdpReason = a, "native attach succeeded"
+		return nil
+	}
+	a, err := e.steering.Attach(ifc.Name, afxdp.XDPGeneric)
+	if err != nil {
+		return fmt.Errorf("engine: interface %s: native: %v; generic: %w", ifc.Name, nerr, err)
+	}
+	is.attachment, is.xdpReason = a, "native attach failed: "+nerr.Error()
+	e.log.Warn("native XDP unavailable, steering in generic mode", "if", ifc.Name, "err", nerr)
+	return nil
+}
+
+func (e *Engine) setupAFPacket() error {
+	cfg := &e.cfg
+	var filter []unix.SockFilter
+	if cfg.steered() {
+		var err error
+		filter, err = packetFilter(steerSpec{pods: cfg.PodCIDRs, hosts: cfg.HostAddresses, node: cfg.NodeAddress,
+			ipip: true, vxlan: true, vxlanPort: cfg.VXLANPort})
+		if err != nil {
+			return fmt.Errorf("engine: %w", err)
+		}
+	} else {
+		e.log.Warn("no pod CIDRs and no node address: the af_packet sockets take every frame")
+	}
+	for wi, q := range workerQueues(cfg) {
+		w := &worker{id: wi, queue: q}
+		e.workers = append(e.workers, w)
+		pool, err := afpacket.NewPool(cfg.poolFrames(), frameSize, poolHeadroom)
+		if err != nil {
+			return fmt.Errorf("engine: worker %d: %w", wi, err)
+		}
+		w.pool = pool
+		for i, ifc := range cfg.Interfaces {
+			p, err := pool.Open(afpacket.Config{Interface: ifc.Name, Port: datapath.PortID(i), Filter: filter,
+				MaxBatch: cfg.BatchSize, Logger: cfg.Logger})
+			if err != nil {
+				return fmt.Errorf("engine: interface %s: %w", ifc.Name, err)
+			}
+			w.pports = append(w.pports, p)
+		}
+	}
+	return nil
+}
+
+// waitWorkers waits for every started worker loop to exit.
+func (e *Engine) waitWorkers() {
+	for _, w := range e.workers {
+		if w.done != nil {
+			<-w.done
+		}
+	}
+}
+
+// teardown detaches the steering programs and closes sockets and frame
+// memory. The worker loops must have stopped.
+func (e *Engine) teardown() error {
+	var errs []error
+	if e.steering != nil {
+		// Detach first: from here on the kernel gets every frame.
+		errs = append(errs, e.steering.Close())
+	}
+	for _, w := range e.workers {
+		errs = append(errs, w.close())
+	}
+	return errors.Join(errs...)
+}
+
+// Done is closed when the worker loops have exited: after Close, or
+// earlier if a loop failed (Err says why) or Start's context ended.
+func (e *Engine) Done() <-chan struct{} { return e.done }
+
+// Err returns the error that ended a worker loop, or nil.
+func (e *Engine) Err() error {
+	var errs []error
+	for _, w := range e.workers {
+		if w.stopped() && w.err != nil {
+			errs = append(errs, w.err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Counters returns the pipeline counters summed over the workers. It may
+// be called from any goroutine, also after Close.
+func (e *Engine) Counters() datapath.Counters {
+	var c datapath.Counters
+	for _, w := range e.workers {
+		wc := w.dp.Counters()
+		c.Add(&wc)
+	}
+	return c
+}
+
+// Stats returns the engine's socket, steering and frame statistics and the
+// modes chosen. It may be called from any goroutine; after Close it returns
+// the statistics recorded when the workers had drained.
+func (e *Engine) Stats() Stats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.final != nil {
+		return *e.final
+	}
+	return e.stats()
+}
+
+// stats reads the live statistics; e.mu is held and the sockets are open.
+func (e *Engine) stats() Stats {
+	st := Stats{PortKind: e.cfg.PortKind}
+	for _, is := range e.ifaces {
+		s := InterfaceStats{Name: is.name, Ifindex: is.ifindex, MTU: is.mtu, XDPModeReason: is.xdpReason}
+		if a := is.attachment; a != nil {
+			s.XDPMode = a.Mode()
+			if c, err := a.Stats(); err == nil {
+				s.Steering = SteeringStats{
+					PassOther: c[afxdp.StatPassOther], PassHost: c[afxdp.StatPassHost],
+					PassTruncated: c[afxdp.StatPassTruncated], PassFragment: c[afxdp.StatPassFragment],
+					RedirectPod: c[afxdp.StatRedirectPod], RedirectIPIP: c[afxdp.StatRedirectIPIP],
+					RedirectVXLAN: c[afxdp.StatRedirectVXLAN], NoSocket: c[afxdp.StatNoSocket],
+				}
+			}
+		}
+		st.Interfaces = append(st.Interfaces, s)
+	}
+	running := false
+	for _, w := range e.workers {
+		for i, s := range w.sockets {
+			st.Ports = append(st.Ports, PortStats{Interface: e.ifaces[i].name, Port: datapath.PortID(i), Queue: w.queue,
+				Worker: w.id, SocketMode: s.Mode(), SocketModeReason: s.ModeReason(), TxBudget: s.TxBudget(),
+				XDP: s.Stats()})
+		}
+		for i, p := range w.pports {
+			st.Ports = append(st.Ports, PortStats{Interface: e.ifaces[i].name, Port: datapath.PortID(i), Queue: w.queue,
+				Worker: w.id, Packet: p.Stats()})
+		}
+		ws := WorkerStats{Queue: w.queue, Frames: w.frames(), Running: !w.stopped()}
+		if w.dp != nil {
+			ws.Counters = w.dp.Counters()
+		}
+		if !ws.Running {
+			ws.Loop, ws.Err = w.loop, w.err
+		}
+		running = running || ws.Running
+		st.Workers = append(st.Workers, ws)
+		st.Frames.Total += ws.Frames.Total
+		st.Frames.Free += ws.Frames.Free
+		st.Frames.Fill += ws.Frames.Fill
+		st.Frames.App += ws.Frames.App
+		st.Frames.Tx += ws.Frames.Tx
+		st.InvalidReleases += w.invalidReleases()
+	}
+	st.Running = running
+	return st
+}
+
+// Close stops the workers (they drain: frames in flight are processed and
+// TX completions awaited), checks that every frame came back, detaches the
+// steering programs, closes the sockets and frees the frame memory, leaving
+// the interfaces as Start found them. It returns the first error a worker
+// loop ended with, frames that leaked, and teardown errors. Calling it
+// again returns the same result.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return e.closeErr
+	}
+	e.closed = true
+	e.cancel()
+	<-e.done
+	var errs []error
+	if err := e.Err(); err != nil {
+		errs = append(errs, err)
+	}
+	final := e.stats()
+	e.final = &final
+	for _, w := range e.workers {
+		if err := w.checkDrained(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := e.teardown(); err != nil {
+		errs = append(errs, err)
+	}
+	e.closeErr = errors.Join(errs...)
+	if e.closeErr != nil {
+		e.log.Error("engine closed with errors", "err", e.closeErr)
+	} else {
+		e.log.Info("engine closed", "frames", final.Frames)
+	}
+	return e.closeErr
+}

@@ -1,0 +1,149 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tabbynet/tabby/datapath"
+	"github.com/tabbynet/tabby/datapath/afpacket"
+	"github.com/tabbynet/tabby/datapath/afxdp"
+)
+
+// worker is the dataplane of one queue: its frame memory, one socket per
+// interface bound to that queue, and the pipeline. Between setup and the
+// start of its loop, and again after the loop stopped, it is owned by the
+// engine's setup/teardown code; in between by its loop goroutine.
+type worker struct {
+	id    int
+	queue int
+
+	// AF_XDP: one UMEM shared by the sockets (index = PortID).
+	umem    *afxdp.UMEM
+	sockets []*afxdp.Socket
+	// AF_PACKET: one pool shared by the ports (index = PortID).
+	pool   *afpacket.Pool
+	pports []*afpacket.Port
+
+	dp   *datapath.Worker
+	poll []afxdp.Pollable
+
+	// Set by the loop goroutine before done is closed.
+	done chan struct{}
+	loop afxdp.LoopStats
+	err  error
+}
+
+// ports returns the worker's ports as datapath.Ports, in PortID order.
+func (w *worker) ports() []datapath.Port {
+	var out []datapath.Port
+	for _, s := range w.sockets {
+		out = append(out, s)
+	}
+	for _, p := range w.pports {
+		out = append(out, p)
+	}
+	return out
+}
+
+// start builds the pipeline over the worker's ports and starts its loop.
+func (w *worker) start(ctx context.Context, cfg *Config) error {
+	dp, err := datapath.NewWorker(cfg.Tables, datapath.WorkerConfig{Ports: w.ports(), BatchSize: cfg.BatchSize})
+	if err != nil {
+		return fmt.Errorf("worker %d: %w", w.id, err)
+	}
+	w.dp = dp
+	for _, s := range w.sockets {
+		w.poll = append(w.poll, s)
+	}
+	for _, p := range w.pports {
+		w.poll = append(w.poll, p)
+	}
+	w.done = make(chan struct{})
+	go w.run(ctx, cfg)
+	return nil
+}
+
+// run is the worker goroutine: afxdp.Run locks it to an OS thread and
+// drains on stop, so every frame is back with its UMEM or pool when it
+// returns.
+func (w *worker) run(ctx context.Context, cfg *Config) {
+	defer close(w.done)
+	w.loop, w.err = afxdp.Run(ctx, afxdp.LoopConfig{Ports: w.poll, Mode: cfg.PollMode}, w.dp.Poll)
+	if w.err != nil {
+		cfg.Logger.Error("worker loop ended", "worker", w.id, "queue", w.queue, "err", w.err)
+	}
+}
+
+// stopped reports whether the loop goroutine exited (or never started).
+func (w *worker) stopped() bool {
+	if w.done == nil {
+		return true
+	}
+	select {
+	case <-w.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// frames returns the frame counts of the worker's UMEM or pool.
+func (w *worker) frames() afxdp.FrameCounts {
+	switch {
+	case w.umem != nil:
+		return w.umem.Counts()
+	case w.pool != nil:
+		free := w.pool.FreeFrames()
+		// Pool frames are either free or held by the dataplane: sendmmsg
+		// copies, so nothing is in flight.
+		return afxdp.FrameCounts{Total: w.pool.Frames(), Free: free, App: w.pool.Frames() - free}
+	}
+	return afxdp.FrameCounts{}
+}
+
+func (w *worker) invalidReleases() uint64 {
+	switch {
+	case w.umem != nil:
+		return w.umem.InvalidReleases()
+	case w.pool != nil:
+		return w.pool.InvalidReleases()
+	}
+	return 0
+}
+
+// checkDrained reports frames the dataplane still holds or has in flight
+// after the loop stopped.
+func (w *worker) checkDrained() error {
+	c := w.frames()
+	if c.App != 0 || c.Tx != 0 {
+		return fmt.Errorf("worker %d: %d frames held and %d in flight after the drain (%+v)", w.id, c.App, c.Tx, c)
+	}
+	return nil
+}
+
+// close closes the worker's sockets and frame memory; the loop must have
+// stopped. It reports frames that did not come back.
+func (w *worker) close() error {
+	var errs []error
+	for _, s := range w.sockets {
+		errs = append(errs, s.Close())
+	}
+	if w.umem != nil {
+		if c := w.umem.Counts(); c.Free != c.Total {
+			errs = append(errs, fmt.Errorf("worker %d: %d of %d frames not back in the umem after closing its sockets (%+v)",
+				w.id, c.Total-c.Free, c.Total, c))
+		}
+		errs = append(errs, w.umem.Close())
+	}
+	for _, p := range w.pports {
+		errs = append(errs, p.Close())
+	}
+	if w.pool != nil {
+		if free, n := w.pool.FreeFrames(), w.pool.Frames(); free != n {
+			errs = append(errs, fmt.Errorf("worker %d: %d of %d pool frames not returned", w.id, n-free, n))
+		}
+		errs = append(errs, w.pool.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,642 @@
+package datapath
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tabbynet/tabby/acl"
+	"github.com/tabbynet/tabby/acl/conntrack"
+
+	"github.com/tabbynet/tabby/datapath/header"
+	"github.com/tabbynet/tabby/encap"
+	"github.com/tabbynet/tabby/lpm"
+)
+
+// defaultMTU is the IP MTU of a next hop whose MTU is unset.
+const defaultMTU = 1500
+
+// slot is the per-frame state of a batch.
+type slot struct {
+	p Parsed
+	// nh is the next-hop id from the LPM stage (lpm.NoRoute: miss).
+	nh uint32
+	// drop is set when an earlier stage decided to drop the frame;
+	// toHost when it goes to the host stack without routing.
+	drop   DropReason
+	toHost bool
+	// pol indexes the worker's policy decisions (-1: not checked).
+	pol int16
+	// decapped records the tunnel the packet came out of (for traces).
+	decapped EncapMode
+}
+
+// Worker runs the pipeline for one queue: it owns its ports (as far as
+// receiving and its batch of frames go), its counters, and its scratch
+// space. All methods but Counters must be called from one goroutine.
+type Worker struct {
+	tables *Tables
+	ports  []Port
+	batch  int
+
+	rx    []Frame
+	slots []slot
+	dst4  []uint32
+	idx4  []uint16
+	nh4   []uint32
+	dst6  [][16]byte
+	idx6  []uint16
+	nh6   []uint32
+	tx    [][]Frame // per egress port
+	drops []Frame
+
+	// Policy stage scratch: the batch's IP packets in acl form, their
+	// slots, ICMP-error quotes, and the decisions.
+	filter    *acl.Filter
+	polPkts   []acl.Packet
+	polQuoted []acl.Packet
+	polIdx    []uint16
+	polOut    []acl.Decision
+	epoch     time.Time
+
+	trace      func(*TraceRecord)
+	traceRec   TraceRecord
+	lastEgress PortID     // where the last forwarded frame went (NoPort: dropped)
+	lastDrop   DropReason // why it was dropped
+
+	counters counterSet
+}
+
+// WorkerConfig configures a Worker.
+type WorkerConfig struct {
+	// Ports are the worker's ports; a frame's Port and a next hop's Port
+	// index this slice.
+	Ports []Port
+	// BatchSize is the receive batch (default DefaultBatchSize, at most
+	// MaxBatchSize).
+	BatchSize int
+	// Conntrack sizes the worker's connection-tracking table (used when
+	// the node enforces policy).
+	Conntrack conntrack.Config
+}
+
+// NewWorker returns a worker forwarding with the snapshots of tables.
+func NewWorker(tables *Tables, cfg WorkerConfig) (*Worker, error) {
+	if tables == nil {
+		return nil, fmt.Errorf("new worker: nil tables")
+	}
+	if len(cfg.Ports) == 0 || len(cfg.Ports) >= int(NoPort) {
+		return nil, fmt.Errorf("new worker: %d ports, want 1..%d", len(cfg.Ports), NoPort-1)
+	}
+	b := cfg.BatchSize
+	if b == 0 {
+		b = DefaultBatchSize
+	}
+	if b < 1 || b > MaxBatchSize {
+		return nil, fmt.Errorf("new worker: batch size %d out of range 1..%d", b, MaxBatchSize)
+	}
+	w := &Worker{
+		tables: tables,
+		ports:  cfg.Ports,
+		batch:  b,
+		rx:     make([]Frame, b),
+		slots:  make([]slot, b),
+		dst4:   make([]uint32, b),
+		idx4:   make([]uint16, b),
+		nh4:    make([]uint32, b),
+		dst6:   make([][16]byte, b),
+		idx6:   make([]uint16, b),
+		nh6:    make([]uint32, b),
+		tx:     make([][]Frame, len(cfg.Ports)),
+		drops:  make([]Frame, 0, b),
+
+		filter:    acl.NewFilter(acl.FilterConfig{Conntrack: cfg.Conntrack}),
+		polPkts:   make([]acl.Packet, b),
+		polQuoted: make([]acl.Packet, b),
+		polIdx:    make([]uint16, b),
+		polOut:    make([]acl.Decision, b),
+		epoch:     time.Now(),
+	}
+	for i := range w.tx {
+		w.tx[i] = make([]Frame, 0, b)
+	}
+	return w, nil
+}
+
+// Counters returns the worker's counters as of its last batch. It may be
+// called from any goroutine.
+func (w *Worker) Counters() Counters { return w.counters.read() }
+
+// PolicyStats returns the policy stage's counters (conntrack included). It
+// may be called from any goroutine.
+func (w *Worker) PolicyStats() acl.FilterCounters { return w.filter.Stats() }
+
+// DrainPolicyLogs hands the flow records of Log rules to fn. It must be
+// called from the worker's goroutine (between batches).
+func (w *Worker) DrainPolicyLogs(fn func(*acl.LogRecord)) { w.filter.DrainLogs(fn) }
+
+// Poll receives one batch from each port, runs the pipeline on it and
+// transmits the results. It returns the number of frames received.
+func (w *Worker) Poll() int {
+	total := 0
+	for _, p := range w.ports {
+		n := p.Receive(w.rx[:w.batch])
+		if n == 0 {
+			continue
+		}
+		total += n
+		w.Process(w.rx[:n])
+	}
+	return total
+}
+
+// Process runs the pipeline on frames (at most the batch size) and hands
+// every frame to a port: transmitted on its egress port or released.
+func (w *Worker) Process(frames []Frame) {
+	snap := w.tables.Load()
+	c := &w.counters
+	c.inc(cBatches)
+	if snap == nil {
+		c.add(cDropBase+counterID(DropNoSnapshot), uint64(len(frames)))
+		w.releaseAll(frames)
+		c.publish()
+		return
+	}
+	w.classify(snap, frames)
+	if snap.Node.EnforcePolicy {
+		w.policy(snap, frames)
+	}
+	n4, n6 := w.collect(frames)
+	if n4 > 0 {
+		snap.Routes4.LookupBatch(w.dst4[:n4], w.nh4[:n4])
+		for j, i := range w.idx4[:n4] {
+			w.slots[i].nh = w.nh4[j]
+		}
+	}
+	if n6 > 0 {
+		snap.Routes6.LookupBatch(w.dst6[:n6], w.nh6[:n6])
+		for j, i := range w.idx6[:n6] {
+			w.slots[i].nh = w.nh6[j]
+		}
+	}
+	for i := range frames {
+		ingress := frames[i].Port
+		w.forward(snap, &frames[i], &w.slots[i], false)
+		if w.trace != nil {
+			w.emitTrace(snap, &w.slots[i], ingress)
+		}
+	}
+	w.flush()
+	c.publish()
+}
+
+// classify is stage 1: decode, verify, and decapsulate tunnel traffic for
+// this node. A slot left with no drop and not for the host is routable.
+func (w *Worker) classify(snap *Snapshot, frames []Frame) {
+	c := &w.counters
+	for i := range frames {
+		f := &frames[i]
+		s := &w.slots[i]
+		s.drop, s.toHost, s.nh, s.pol, s.decapped = DropNone, false, lpm.NoRoute, -1, EncapNone
+		c.inc(cRxPackets)
+		c.add(cRxBytes, uint64(f.Len))
+		s.p.Decode(f.Packet())
+		if !w.checkL3(snap, f, s) {
+			continue
+		}
+		if s.p.Kind == L3IPv4 && s.p.Dst4 == snap.nodeTunnel4 && snap.nodeTunnel4 != 0 {
+			w.decap(snap, f, s)
+		}
+	}
+}
+
+// policy is stage 2: the egress policy of the source endpoint and the
+// ingress policy of the destination endpoint, conntrack first (acl.Filter).
+// Denied packets are dropped with DropPolicy.
+func (w *Worker) policy(snap *Snapshot, frames []Frame) {
+	n := 0
+	for i := range frames {
+		s := &w.slots[i]
+		if s.drop != DropNone || s.toHost {
+			continue
+		}
+		p := &w.polPkts[n]
+		p.Proto, p.TCPFlags, p.SrcPort, p.DstPort, p.Quoted = s.p.Proto, s.p.TCPFlags, s.p.SrcPort, s.p.DstPort, nil
+		if s.p.Kind == L3IPv4 {
+			p.Family, p.Src4, p.Dst4 = acl.IPv4, s.p.Src4, s.p.Dst4
+			if s.p.Proto == header.ProtoICMP && s.p.L4Off != 0 && isICMPv4Error(s.p.DstPort>>8) {
+				f := &frames[i]
+				if acl.ParseICMPError(f.Buf[f.Off+int(s.p.L4Off):f.Off+int(s.p.L3Off)+int(s.p.IPLen)], acl.IPv4, &w.polQuoted[n]) {
+					p.Quoted = &w.polQuoted[n]
+				}
+			}
+		} else {
+			p.Family, p.Src6, p.Dst6 = acl.IPv6, s.p.Src6, s.p.Dst6
+			if s.p.Proto == header.ProtoICMPv6 && s.p.L4Off != 0 && s.p.DstPort>>8 < 128 {
+				f := &frames[i]
+				if acl.ParseICMPError(f.Buf[f.Off+int(s.p.L4Off):f.Off+int(s.p.L3Off)+int(s.p.IPLen)], acl.IPv6, &w.polQuoted[n]) {
+					p.Quoted = &w.polQuoted[n]
+				}
+			}
+		}
+		w.polIdx[n] = uint16(i)
+		s.pol = int16(n)
+		n++
+	}
+	if n == 0 {
+		return
+	}
+	w.filter.Process(snap.Policy, w.polPkts[:n], w.polOut[:n], int64(time.Since(w.epoch)))
+	for j, i := range w.polIdx[:n] {
+		if w.polOut[j].Verdict == acl.Denied {
+			w.slots[i].drop = DropPolicy
+		}
+	}
+}
+
+func isICMPv4Error(typ uint16) bool {
+	switch typ {
+	case 3, 4, 5, 11, 12:
+		return true
+	}
+	return false
+}
+
+// collect gathers the destinations of routable slots for the LPM stage.
+func (w *Worker) collect(frames []Frame) (n4, n6 int) {
+	for i := range frames {
+		s := &w.slots[i]
+		if s.drop != DropNone || s.toHost {
+			continue
+		}
+		if s.p.Kind == L3IPv4 {
+			w.dst4[n4], w.idx4[n4] = s.p.Dst4, uint16(i)
+			n4++
+		} else {
+			w.dst6[n6], w.idx6[n6] = s.p.Dst6, uint16(i)
+			n6++
+		}
+	}
+	return n4, n6
+}
+
+// checkL3 validates a decoded frame. It returns true for a routable IP
+// packet; otherwise s.drop or s.toHost says what happens to the frame.
+func (w *Worker) checkL3(snap *Snapshot, f *Frame, s *slot) bool {
+	switch s.p.Kind {
+	case L3IPv4:
+		if s.p.Drop != DropNone {
+			s.drop = s.p.Drop
+			return false
+		}
+		ip := header.IPv4(f.Buf[f.Off+int(s.p.L3Off):])
+		if !ip.HeaderChecksumOK() {
+			s.drop = DropBadIPv4Checksum
+			return false
+		}
+		if martian4(s.p.Src4, s.p.Dst4) {
+			s.drop = DropMartian
+			return false
+		}
+		if s.p.Dst4>>28 == 0xe || s.p.Dst4 == 0xffffffff {
+			s.toHost = true // multicast and broadcast are the host's business
+			return false
+		}
+		return true
+	case L3IPv6:
+		if s.p.Drop != DropNone {
+			s.drop = s.p.Drop
+			return false
+		}
+		if martian6(&s.p.Src6, &s.p.Dst6) {
+			s.drop = DropMartian
+			return false
+		}
+		if s.p.Dst6[0] == 0xff || (s.p.Dst6[0] == 0xfe && s.p.Dst6[1]&0xc0 == 0x80) {
+			s.toHost = true // multicast (ND) and link-local
+			return false
+		}
+		return true
+	case L3ARP:
+		s.toHost = true
+		return false
+	default:
+		if s.p.Drop == DropNotIP {
+			s.toHost = true
+			return false
+		}
+		s.drop = s.p.Drop
+		if s.drop == DropNone {
+			s.drop = DropTruncated
+		}
+		return false
+	}
+}
+
+// martian4 reports source or destination addresses no router forwards
+// (RFC 1812 §5.3.7): unspecified, loopback or multicast source, loopback
+// or unspecified destination.
+func martian4(src, dst uint32) bool {
+	return src == 0 || src>>24 == 127 || src>>28 == 0xe || src == 0xffffffff ||
+		dst == 0 || dst>>24 == 127
+}
+
+// martian6 reports unspecified, loopback or multicast sources and
+// unspecified or loopback destinations.
+func martian6(src, dst *[16]byte) bool {
+	var zero [16]byte
+	loop := [16]byte{15: 1}
+	return *src == zero || *src == loop || src[0] == 0xff || *dst == zero || *dst == loop
+}
+
+// decap handles an IPv4 packet addressed to this node's tunnel address.
+// Afterwards the slot holds the inner packet, or says why not (s.drop,
+// s.toHost).
+func (w *Worker) decap(snap *Snapshot, f *Frame, s *slot) {
+	c := &w.counters
+	var v encap.Verdict
+	var off, n int
+	switch {
+	case s.p.Proto == header.ProtoIPIP && snap.Node.DecapIPIP && !s.p.Fragment:
+		off, n, v = encap.IPIPDecap(f.Buf, f.Off, f.Len)
+		if v != encap.OK && v != encap.OKUnusualECN {
+			s.drop = dropForDecap(v)
+			return
+		}
+		c.inc(cDecapIPIP)
+		s.decapped = EncapIPIP
+	case s.p.Proto == header.ProtoUDP && s.p.DstPort == snap.Node.VXLANPort && snap.Node.DecapVXLAN && !s.p.Fragment:
+		off, n, v = encap.VXLANDecap(f.Buf, f.Off, f.Len, snap.Node.VNI)
+		if v != encap.OK && v != encap.OKUnusualECN {
+			s.drop = dropForDecap(v)
+			return
+		}
+		c.inc(cDecapVXLAN)
+		s.decapped = EncapVXLAN
+	default:
+		s.toHost = true // the node's own traffic (BGP, ssh, ...)
+		return
+	}
+	f.Off, f.Len = off, n
+	s.p.Decode(f.Packet())
+	if w.checkL3(snap, f, s) && s.p.Kind == L3IPv4 && s.p.Dst4 == snap.nodeTunnel4 &&
+		(s.p.Proto == header.ProtoIPIP || (s.p.Proto == header.ProtoUDP && s.p.DstPort == snap.Node.VXLANPort)) {
+		s.drop = DropLoop // tunnel in tunnel to ourselves: refuse to recurse
+	}
+}
+
+func dropForDecap(v encap.Verdict) DropReason {
+	if v == encap.DropECN {
+		return DropECN
+	}
+	return DropBadTunnel
+}
+
+// forward is stage 3 for one frame: apply the next hop, rewrite, encapsulate
+// and queue the frame on its egress port. generated is true for an ICMP
+// error the pipeline itself built, which must not trigger another.
+func (w *Worker) forward(snap *Snapshot, f *Frame, s *slot, generated bool) {
+	c := &w.counters
+	if s.drop != DropNone {
+		w.dropFrame(f, s.drop)
+		return
+	}
+	if s.toHost {
+		w.toHost(snap, f)
+		return
+	}
+	if s.nh == lpm.NoRoute {
+		w.dropFrame(f, DropNoRoute)
+		return
+	}
+	if int(s.nh) >= len(snap.NextHops) {
+		w.dropFrame(f, DropBadNextHop)
+		return
+	}
+	nh := &snap.NextHops[s.nh]
+	switch nh.Kind {
+	case NextHopHost:
+		w.toHost(snap, f)
+		return
+	case NextHopBlackhole:
+		w.dropFrame(f, DropBlackhole)
+		return
+	case NextHopUnreachable:
+		w.dropFrame(f, DropNoRoute)
+		return
+	}
+	if int(nh.Port) >= len(w.ports) {
+		w.dropFrame(f, DropBadNextHop)
+		return
+	}
+	l3 := f.Off + int(s.p.L3Off)
+	if !generated {
+		if s.p.TTL <= 1 {
+			w.icmpError(snap, f, s, icmpTimeExceeded, 0)
+			return
+		}
+		mtu := int(nh.MTU)
+		if mtu == 0 {
+			mtu = defaultMTU
+		}
+		if nh.Kind == NextHopRemote {
+			mtu = min(mtu, encapMTU(nh))
+		}
+		if int(s.p.IPLen) > mtu {
+			if s.p.DF {
+				w.icmpError(snap, f, s, icmpTooBig, mtu)
+			} else {
+				w.dropFrame(f, DropTooBigNoDF)
+			}
+			return
+		}
+		if s.p.Kind == L3IPv4 {
+			header.IPv4(f.Buf[l3:]).DecTTL()
+		} else {
+			header.IPv6(f.Buf[l3:]).DecHopLimit()
+		}
+	}
+	// Rebuild the Ethernet header right before the IP header: this also
+	// strips an ingress VLAN tag and any Ethernet padding.
+	start := l3 - header.EthernetLen
+	f.Len = int(s.p.IPLen) + header.EthernetLen
+	f.Off = start
+	eth := header.Ethernet(f.Buf[start:])
+	etherType := header.EtherTypeIPv4
+	if s.p.Kind == L3IPv6 {
+		etherType = header.EtherTypeIPv6
+	}
+	eth.Encode(nh.DstMAC, nh.SrcMAC, etherType)
+	if nh.Kind == NextHopLocal {
+		c.inc(cToLocal)
+		w.queue(nh.Port, f)
+		return
+	}
+	switch nh.Encap {
+	case EncapVXLAN:
+		if f.Off < encap.VXLANOverhead {
+			w.dropFrame(f, DropNoHeadroom)
+			return
+		}
+		off, n := encap.VXLANEncap(f.Buf, f.Off, f.Len, nh.Tunnel, flowHash(&s.p))
+		if n == 0 {
+			w.dropFrame(f, DropEncapUnsupported)
+			return
+		}
+		f.Off, f.Len = off, n
+		c.inc(cEncapVXLAN)
+	case EncapIPIP:
+		if s.p.Kind != L3IPv4 {
+			w.dropFrame(f, DropEncapUnsupported)
+			return
+		}
+		if f.Off < encap.IPIPOverhead {
+			w.dropFrame(f, DropNoHeadroom)
+			return
+		}
+		off, n := encap.IPIPEncap(f.Buf, f.Off, f.Len, nh.Tunnel)
+		if n == 0 {
+			w.dropFrame(f, DropEncapUnsupported)
+			return
+		}
+		f.Off, f.Len = off, n
+		c.inc(cEncapIPIP)
+	}
+	c.inc(cToRemote)
+	w.queue(nh.Port, f)
+}
+
+func encapMTU(nh *NextHop) int {
+	switch nh.Encap {
+	case EncapVXLAN:
+		return nh.Tunnel.MTU(encap.ModeVXLAN)
+	case EncapIPIP:
+		return nh.Tunnel.MTU(encap.ModeIPIP)
+	}
+	return 1 << 16
+}
+
+// flowHashSeed is fixed so a flow keeps its VXLAN source port (and so its
+// ECMP path in the underlay) across agent restarts.
+const flowHashSeed = 0x7ab6_7ab6
+
+// flowHash hashes the flow of a parsed packet for the VXLAN source port.
+func flowHash(p *Parsed) uint32 {
+	if p.Kind == L3IPv4 {
+		return encap.FlowHashIPv4(u32to4(p.Src4), u32to4(p.Dst4), p.Proto, p.SrcPort, p.DstPort, flowHashSeed)
+	}
+	return encap.FlowHashIPv6(p.Src6, p.Dst6, p.Proto, p.SrcPort, p.DstPort, flowHashSeed)
+}
+
+type icmpKind uint8
+
+const (
+	icmpTimeExceeded icmpKind = iota
+	icmpTooBig
+)
+
+// icmpError drops the frame's packet (counting why) and, where RFC 1812
+// allows, turns the frame into an ICMP error back to the sender and routes
+// that instead.
+func (w *Worker) icmpError(snap *Snapshot, f *Frame, s *slot, kind icmpKind, mtu int) {
+	c := &w.counters
+	reason := DropTTLExpired
+	if kind == icmpTooBig {
+		reason = DropTooBig
+	}
+	c.drop(reason)
+	w.lastDrop = reason
+	var v encap.Verdict
+	var off, n int
+	switch {
+	case s.p.Kind == L3IPv4 && kind == icmpTimeExceeded:
+		off, n, v = encap.TimeExceededIPv4(f.Buf, f.Off, f.Len, snap.routerIP4)
+	case s.p.Kind == L3IPv4:
+		off, n, v = encap.FragNeededIPv4(f.Buf, f.Off, f.Len, mtu, snap.routerIP4)
+	case !snap.hasRouter6:
+		// No address to send ICMPv6 errors from: drop silently (counted).
+		w.release(f)
+		return
+	case kind == icmpTimeExceeded:
+		off, n, v = encap.TimeExceededIPv6(f.Buf, f.Off, f.Len, snap.routerIP6)
+	default:
+		off, n, v = encap.PacketTooBigIPv6(f.Buf, f.Off, f.Len, mtu, snap.routerIP6)
+	}
+	if v != encap.OK {
+		w.release(f)
+		return
+	}
+	f.Off, f.Len = off, n
+	s.p.Decode(f.Packet())
+	s.drop, s.toHost = DropNone, false
+	if !s.p.IsIP() {
+		w.dropFrame(f, DropLoop) // cannot happen: we just built it
+		return
+	}
+	s.nh = lpm.NoRoute
+	if s.p.Kind == L3IPv4 {
+		if nh, ok := snap.Routes4.Lookup(s.p.Dst4); ok {
+			s.nh = nh
+		}
+	} else if nh, ok := snap.Routes6.Lookup(s.p.Dst6); ok {
+		s.nh = nh
+	}
+	c.inc(cICMPSent)
+	w.forward(snap, f, s, true)
+}
+
+// toHost queues a frame for the host stack.
+func (w *Worker) toHost(snap *Snapshot, f *Frame) {
+	if snap.Node.HostPort == NoPort || int(snap.Node.HostPort) >= len(w.ports) {
+		w.dropFrame(f, DropNoHostPath)
+		return
+	}
+	w.counters.inc(cToHost)
+	w.queue(snap.Node.HostPort, f)
+}
+
+func (w *Worker) queue(port PortID, f *Frame) {
+	w.lastEgress, w.lastDrop = port, DropNone
+	w.tx[port] = append(w.tx[port], *f)
+}
+
+func (w *Worker) dropFrame(f *Frame, r DropReason) {
+	w.counters.drop(r)
+	w.lastEgress, w.lastDrop = NoPort, r
+	w.drops = append(w.drops, *f)
+}
+
+// release returns a frame whose drop was already counted.
+func (w *Worker) release(f *Frame) {
+	w.lastEgress = NoPort
+	w.drops = append(w.drops, *f)
+}
+
+func (w *Worker) releaseAll(frames []Frame) {
+	if len(frames) > 0 {
+		w.ports[frames[0].Port].Release(frames)
+	}
+}
+
+// flush transmits the queued frames grouped by egress port and releases the
+// dropped ones.
+func (w *Worker) flush() {
+	c := &w.counters
+	for port, q := range w.tx {
+		if len(q) == 0 {
+			continue
+		}
+		sent := w.ports[port].Transmit(q)
+		for i := range q[:sent] {
+			c.add(cTxBytes, uint64(q[i].Len))
+		}
+		c.add(cTxPackets, uint64(sent))
+		for range q[sent:] {
+			c.drop(DropTxFull)
+		}
+		w.tx[port] = q[:0]
+	}
+	if len(w.drops) > 0 {
+		w.ports[w.drops[0].Port].Release(w.drops)
+		w.drops = w.drops[:0]
+	}
+}

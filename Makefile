@@ -6,8 +6,11 @@ BIN      ?= bin
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
 LDFLAGS  := -X main.version=$(VERSION)
 PKGS     := ./...
-# Packages whose concurrency tests also run under the race detector.
-RACE_PKGS := ./lpm/... ./datapath/...
+# The race detector runs over the concurrency tests of the LPM (the full
+# differential tests are too slow under -race) and over whole packages whose
+# goroutines share state (pipeline, AF_XDP rings, engine, encap tunnels, acl).
+RACE_LPM  := ./lpm/... ./control/...
+RACE_PKGS := ./datapath/... ./encap/... ./acl/... ./bench/topo/...
 
 .PHONY: all build test test-unit test-race bench bench-json deps demo lint fmt clean
 
@@ -29,15 +32,16 @@ test-unit:
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 
 test-race:
-	$(GO) test -count=1 -race -timeout 20m -run 'Concurrent|Race' $(RACE_PKGS)
+	$(GO) test -count=1 -race -timeout 20m -run 'Concurrent|Race' $(RACE_LPM)
+	$(GO) test -count=1 -race -timeout 20m -short $(RACE_PKGS)
 
 ## bench: the micro-benchmark suites, human tables
 bench: build
-	$(BIN)/tabby bench lpm encap pipeline
+	$(BIN)/tabby bench lpm encap pipeline acl control
 
 ## bench-json: the same as JSON lines
 bench-json: build
-	$(BIN)/tabby bench lpm encap pipeline --json
+	$(BIN)/tabby bench lpm encap pipeline acl control --json
 
 ## demo: build and run the demo (see README)
 demo: build

@@ -131,3 +131,19 @@ func TestPolicyFailClosedWithoutCompile(t *testing.T) {
 		t.Fatalf("counters %+v", c)
 	}
 }
+
+func TestPolicyLogRecords(t *testing.T) {
+	n := newTestNode(t)
+	st := policyState()
+	st.Policies[0].Ingress = append([]acl.Rule{{Action: acl.Log, Protocol: acl.ProtoTCP}}, st.Policies[0].Ingress...)
+	n.enforcePolicy(st)
+	only(t, n.run(portPods, buildPacket(t, pktSpec{src: "10.244.1.7", dst: "10.244.1.5", proto: "tcp", sport: 40000, dport: 80})), portPods)
+	var recs []acl.LogRecord
+	n.w.DrainPolicyLogs(func(r *acl.LogRecord) { recs = append(recs, *r) })
+	if len(recs) != 1 || recs[0].Packet.DstPort != 80 || recs[0].Verdict != acl.Allowed {
+		t.Fatalf("log records %+v", recs)
+	}
+	if st := n.w.PolicyStats(); st.Logged != 1 {
+		t.Fatalf("policy stats %+v", st)
+	}
+}

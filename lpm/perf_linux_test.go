@@ -125,6 +125,12 @@ func TestPerfCPU(t *testing.T) {
 				tab.Insert(p, uint32(i))
 			}
 		}},
+		{"v6 insert bart persist", len(v6), func() {
+			tab := new(bart.Table[uint32])
+			for i, p := range v6 {
+				tab = tab.InsertPersist(p, uint32(i))
+			}
+		}},
 		{"v4 insert tabby", len(v4), func() {
 			tab := NewTable4()
 			for i, p := range v4 {

@@ -132,24 +132,25 @@ func (t *Table6) lookupBatch(addrs [][16]byte, nhs []uint32) {
 		active[k&(batch6-1)] = uint8(i)
 		k += int(kw >> sh & 1)
 	}
-	// Then each address down its nodes.
-	for _, i := range active[:k] {
-		n := nodes[i&(batch6-1)]
-		a := &addrs[i]
-		best := nhs[i]
-		for d := 3; d < 16; d++ {
-			b := a[d]
-			w := b >> 6 & 3
-			if v := n.vals[int(n.runBase[w])+bits.OnesCount64(n.runs[w]&(^uint64(0)>>(63-b&63)))-1]; v != 0 {
+	// Levels 1..13: the nodes.
+	for depth := 3; k > 0 && depth < 16; depth++ {
+		live := 0
+		for _, i := range active[:k] {
+			n := nodes[i&(batch6-1)]
+			b := addrs[i][depth]
+			w, sh := b>>6&3, b&63
+			best := nhs[i]
+			if v := n.vals[int(n.runBase[w])+bits.OnesCount64(n.runs[w]&(^uint64(0)>>(63-sh)))-1]; v != 0 {
 				best = v
 			}
-			bit := uint64(1) << (b & 63)
-			if n.kids[w]&bit == 0 {
-				break
-			}
-			n = &n.children[int(n.kidBase[w])+bits.OnesCount64(n.kids[w]&(bit-1))]
+			nhs[i] = best
+			kw := n.kids[w]
+			c := min(int(n.kidBase[w])+bits.OnesCount64(kw&(1<<sh-1)), len(n.children)-1)
+			nodes[i&(batch6-1)] = &n.children[c]
+			active[live&(batch6-1)] = i
+			live += int(kw >> sh & 1)
 		}
-		nhs[i] = best
+		k = live
 	}
 	for i, v := range nhs {
 		nhs[i] = nhOf6(v)

@@ -1,16 +1,53 @@
 package ipam
 
 import (
+	"context"
+	"fmt"
 	"maps"
 	"net/netip"
 	"slices"
 
+	"github.com/tabbynet/tabby/control/datastore"
 	"github.com/tabbynet/tabby/control/resources"
 )
 
 // This file holds the pure operations on one block's allocation state.
 // None of them touches the datastore; callers write the block back with a
 // compare-and-swap.
+
+// getBlock reads block b; nil, nil if it does not exist. A stored block
+// that is not internally consistent is an error: IPAM never writes one,
+// and using it could hand out an address twice.
+func (a *IPAM) getBlock(ctx context.Context, b netip.Prefix) (*resources.IPAMBlock, error) {
+	blk, err := datastore.Get[*resources.IPAMBlock](ctx, a.ds, resources.BlockName(b))
+	if datastore.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read block %s: %w", b, err)
+	}
+	if err := blk.Validate(); err != nil {
+		return nil, fmt.Errorf("stored block is corrupt: %w", err)
+	}
+	return blk, nil
+}
+
+// listBlocks reads every block, leaving out (and logging) corrupt ones.
+func (a *IPAM) listBlocks(ctx context.Context) ([]*resources.IPAMBlock, error) {
+	all, _, err := datastore.ListOf[*resources.IPAMBlock](ctx, a.ds)
+	if err != nil {
+		return nil, fmt.Errorf("list blocks: %w", err)
+	}
+	out := all[:0]
+	for _, blk := range all {
+		if err := blk.Validate(); err != nil {
+			a.log.Error("ipam: ignoring corrupt block", "err", err)
+			continue
+		}
+		out = append(out, blk)
+	}
+	return out, nil
+}
 
 // newBlock returns an empty block for cidr, affine to node ("" for none).
 func newBlock(cidr netip.Prefix, node string) *resources.IPAMBlock {

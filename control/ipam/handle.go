@@ -106,12 +106,12 @@ func (a *IPAM) IPsByHandle(ctx context.Context, handle string) ([]netip.Addr, er
 		if err != nil {
 			continue
 		}
-		blk, err := datastore.Get[*resources.IPAMBlock](ctx, a.ds, resources.BlockName(b))
-		if datastore.IsNotFound(err) {
-			continue
-		}
+		blk, err := a.getBlock(ctx, b)
 		if err != nil {
-			return nil, fmt.Errorf("ipam: read block %s: %w", b, err)
+			return nil, fmt.Errorf("ipam: %w", err)
+		}
+		if blk == nil {
+			continue
 		}
 		out = append(out, addrsOf(b, ordinalsOfHandle(blk, handle))...)
 	}

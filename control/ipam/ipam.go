@@ -396,9 +396,9 @@ func (a *IPAM) autoAssign(ctx context.Context, v6 bool, n int, attr resources.Al
 	if a.cfg.StrictAffinity {
 		return fail(ErrExhausted)
 	}
-	blocks, _, err := datastore.ListOf[*resources.IPAMBlock](ctx, a.ds)
+	blocks, err := a.listBlocks(ctx)
 	if err != nil {
-		return fail(fmt.Errorf("list blocks: %w", err))
+		return fail(err)
 	}
 	got, err := a.borrow(ctx, pools, blocks, n-len(out), attr)
 	out = append(out, got...)
@@ -509,12 +509,9 @@ func (a *IPAM) loadBlock(ctx context.Context, e *blockEntry, b netip.Prefix) (*r
 	if e.block != nil {
 		return e.block, nil
 	}
-	blk, err := datastore.Get[*resources.IPAMBlock](ctx, a.ds, resources.BlockName(b))
-	if datastore.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("read block %s: %w", b, err)
+	blk, err := a.getBlock(ctx, b)
+	if err != nil || blk == nil {
+		return nil, err
 	}
 	e.block = blk
 	return blk, nil
@@ -634,11 +631,44 @@ func add64(x, y uint64) (uint64, uint64) {
 	return s, 0
 }
 
-// claim tries to claim block b for this node: a pending affinity, then the
+// claim tries to claim block b for this node. It returns false if another
+// node has the block.
+//
+// With a datastore.Transactor the confirmed affinity and the block are
+// created in one transaction. Otherwise (and when an affinity is left from
+// an interrupted claim) Calico's three steps: a pending affinity, then the
 // block created with this node's affinity (the atomic step: it fails if
-// the block exists), then the affinity confirmed. It returns false if
-// another node has the block.
+// the block exists), then the affinity confirmed.
 func (a *IPAM) claim(ctx context.Context, b netip.Prefix) (bool, error) {
+	if tx, ok := a.ds.(datastore.Transactor); ok {
+		aff := &resources.BlockAffinity{
+			ObjectMeta: resources.ObjectMeta{Name: resources.AffinityName(a.cfg.Node, b)},
+			Spec:       resources.BlockAffinitySpec{State: resources.AffinityConfirmed, Node: a.cfg.Node, CIDR: b.String()},
+		}
+		e := a.entry(b)
+		e.mu.Lock()
+		res, err := tx.Commit(ctx,
+			datastore.Op{Type: datastore.OpCreate, Object: newBlock(b, a.cfg.Node)},
+			datastore.Op{Type: datastore.OpCreate, Object: aff})
+		var exists *datastore.AlreadyExistsError
+		switch {
+		case err == nil:
+			e.block = res[0].(*resources.IPAMBlock)
+			e.mu.Unlock()
+			a.setAffine(b, true)
+			a.log.Info("ipam: claimed block", "block", b)
+			return true, nil
+		case errors.As(err, &exists) && exists.Key.Kind == resources.KindIPAMBlock:
+			e.block = nil
+			e.mu.Unlock()
+			return false, nil
+		case errors.As(err, &exists):
+			e.mu.Unlock() // a stale affinity of ours: the long way below
+		default:
+			e.mu.Unlock()
+			return false, fmt.Errorf("claim block %s: %w", b, err)
+		}
+	}
 	aff := &resources.BlockAffinity{
 		ObjectMeta: resources.ObjectMeta{Name: resources.AffinityName(a.cfg.Node, b)},
 		Spec:       resources.BlockAffinitySpec{State: resources.AffinityPending, Node: a.cfg.Node, CIDR: b.String()},
@@ -675,6 +705,16 @@ func (a *IPAM) claim(ctx context.Context, b netip.Prefix) (bool, error) {
 	if created.Spec.State != resources.AffinityConfirmed {
 		err := a.retry(ctx, "confirm affinity "+created.Name, func() error {
 			cur, err := datastore.Get[*resources.BlockAffinity](ctx, a.ds, created.Name)
+			if datastore.IsNotFound(err) {
+				// Garbage collection took the pending claim for a stray
+				// one; the block is ours, so record the claim again.
+				aff.ResourceVersion, aff.Spec.State = "", resources.AffinityConfirmed
+				_, err = a.ds.Create(ctx, aff)
+				if datastore.IsAlreadyExists(err) {
+					return &datastore.ConflictError{Key: resources.KeyOf(aff)}
+				}
+				return err
+			}
 			if err != nil {
 				return err
 			}

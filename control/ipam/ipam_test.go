@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -586,6 +587,49 @@ func TestIPAM(t *testing.T) {
 				}
 				if len(e.blocks()) != 1 {
 					t.Fatalf("%d blocks", len(e.blocks()))
+				}
+			},
+		},
+		{
+			name:  "leftover pending affinity",
+			pools: []*resources.IPPool{ippool("one-block", "10.65.0.0/28", 28, nil)},
+			run: func(t *testing.T, e *env) {
+				// A claim interrupted after its first step.
+				aff := &resources.BlockAffinity{ObjectMeta: resources.ObjectMeta{Name: "node-a-10-65-0-0-28"},
+					Spec: resources.BlockAffinitySpec{State: resources.AffinityPending, Node: "node-a", CIDR: "10.65.0.0/28"}}
+				if _, err := e.ds.Create(ctx, aff); err != nil {
+					t.Fatal(err)
+				}
+				// The node's next claim of that block completes it.
+				inPrefix(t, e.assign(e.ipam("node-a", func(c *Config) { c.StrictAffinity = true }), "h", 1, 0).IPv4, "10.65.0.0/28")
+				e.check()
+			},
+		},
+		{
+			name:  "corrupt block",
+			pools: []*resources.IPPool{ippool("pool", "10.65.0.0/27", 28, nil)},
+			run: func(t *testing.T, e *env) {
+				// A block written by something else than IPAM: attribute 3
+				// does not exist. Using it could hand out an address twice.
+				raw := `{"metadata":{"name":"10-65-0-0-28"},"spec":{"cidr":"10.65.0.0/28","affinity":"host:node-a",` +
+					`"allocations":[3,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1,-1],"unallocated":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15],"attributes":[]}}`
+				if _, err := e.ds.Client().Put(ctx, e.ds.Prefix()+"ipamblocks/10-65-0-0-28", raw); err != nil {
+					t.Fatal(err)
+				}
+				aff := &resources.BlockAffinity{ObjectMeta: resources.ObjectMeta{Name: "node-a-10-65-0-0-28"},
+					Spec: resources.BlockAffinitySpec{State: resources.AffinityConfirmed, Node: "node-a", CIDR: "10.65.0.0/28"}}
+				if _, err := e.ds.Create(ctx, aff); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := e.ipam("node-a", nil).AutoAssign(ctx, AssignArgs{Handle: "h", Num4: 1}); err == nil || !strings.Contains(err.Error(), "corrupt") {
+					t.Fatalf("assign from a corrupt block: %v", err)
+				}
+				// Another node claims the other block and, when that is
+				// full, does not borrow from the corrupt one.
+				b := e.ipam("node-b", nil)
+				e.assign(b, "b", 16, 0)
+				if _, err := b.AutoAssign(ctx, AssignArgs{Handle: "more", Num4: 1}); !errors.Is(err, ErrExhausted) {
+					t.Fatalf("err %v, want ErrExhausted", err)
 				}
 			},
 		},

@@ -102,8 +102,8 @@ func (a *IPAM) ReleaseIPs(ctx context.Context, addrs ...netip.Addr) ([]netip.Add
 		if !b.IsValid() {
 			// The pool may be gone while its blocks remain.
 			if blocks == nil {
-				if blocks, _, err = datastore.ListOf[*resources.IPAMBlock](ctx, a.ds); err != nil {
-					return nil, fmt.Errorf("ipam: release: list blocks: %w", err)
+				if blocks, err = a.listBlocks(ctx); err != nil {
+					return nil, fmt.Errorf("ipam: release: %w", err)
 				}
 			}
 			for _, blk := range blocks {
@@ -158,9 +158,10 @@ type GCOptions struct {
 	// Otherwise only allocations made by this node (attribute AttrNode) and
 	// blocks affine to it are considered.
 	AllNodes bool
-	// GracePeriod spares allocations and handle records younger than it,
-	// so that an assignment in progress is not taken for a leak (default
-	// 0: none are spared).
+	// GracePeriod spares allocations, handle records and affinities
+	// younger than it, so that an assignment or claim in progress is not
+	// taken for a leak. A collector running while nodes assign should set
+	// it to a minute or more; 0 spares nothing.
 	GracePeriod time.Duration
 	// KeepEmptyBlocks keeps empty blocks claimed; by default they are
 	// released.
@@ -202,9 +203,9 @@ func (a *IPAM) GarbageCollect(ctx context.Context, opt GCOptions) (GCStats, erro
 		return at.HandleID != "" && (opt.AllNodes || at.Secondary[AttrNode] == a.cfg.Node) &&
 			!opt.Live(at.HandleID) && old(at.Secondary[AttrTimestamp])
 	}
-	blocks, _, err := datastore.ListOf[*resources.IPAMBlock](ctx, a.ds)
+	blocks, err := a.listBlocks(ctx)
 	if err != nil {
-		return st, fmt.Errorf("ipam: gc: list blocks: %w", err)
+		return st, fmt.Errorf("ipam: gc: %w", err)
 	}
 	holding := map[string]bool{} // handles with addresses left
 	for _, blk := range blocks {
@@ -265,12 +266,12 @@ func (a *IPAM) GarbageCollect(ctx context.Context, opt GCOptions) (GCStats, erro
 			continue
 		}
 		// Read the block again: it may have been claimed since the list.
-		blk, err := datastore.Get[*resources.IPAMBlock](ctx, a.ds, resources.BlockName(b))
-		if err == nil && blk.AffineNode() == af.Spec.Node {
-			continue
+		blk, err := a.getBlock(ctx, b)
+		if err != nil {
+			return st, fmt.Errorf("ipam: gc: %w", err)
 		}
-		if err != nil && !datastore.IsNotFound(err) {
-			return st, fmt.Errorf("ipam: gc: read block %s: %w", b, err)
+		if blk != nil && blk.AffineNode() == af.Spec.Node {
+			continue
 		}
 		_, err = a.ds.Delete(ctx, resources.KeyOf(af), af.ResourceVersion)
 		switch {

@@ -178,3 +178,39 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeJSON checks that decoding a stored object of any kind, as a
+// datastore reads it back, and validating it never panic.
+func FuzzDecodeJSON(f *testing.F) {
+	f.Add(`{"metadata":{"name":"10-0-0-0-30"},"spec":{"cidr":"10.0.0.0/30","allocations":[0,-1,0,-1],"unallocated":[3,1],"attributes":[{"handleID":"h"}]}}`)
+	f.Add(`{"apiVersion":"tabby.dev/v1","kind":"IPAMHandle","metadata":{"name":"h"},"spec":{"handleID":"h","block":{"10.0.0.0/26":1}}}`)
+	f.Add(`{"spec":{"allocations":[5],"unallocated":[-7,99999]}}`)
+	f.Fuzz(func(t *testing.T, data string) {
+		for _, info := range Kinds() {
+			obj, err := DecodeJSON(info.Kind, []byte(data))
+			if err != nil {
+				continue
+			}
+			_ = obj.Validate()
+			obj.Default()
+			_ = obj.Validate()
+			if _, err := Marshal(obj); err != nil {
+				t.Fatalf("marshal %s: %v", info.Kind, err)
+			}
+		}
+	})
+}
+
+// FuzzParseBlockName checks that block names parse only when they are
+// what BlockName makes.
+func FuzzParseBlockName(f *testing.F) {
+	for _, s := range []string{"10-65-0-64-26", "fd00-65---122", "fd00-65--40-122", "1-2-3-4-5-6", "--"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		p, ok := ParseBlockName(s)
+		if ok && BlockName(p) != s {
+			t.Fatalf("ParseBlockName(%q) = %s, whose name is %q", s, p, BlockName(p))
+		}
+	})
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 
+	"github.com/tabbynet/tabby/acl"
 	"github.com/tabbynet/tabby/datapath"
 	"github.com/tabbynet/tabby/datapath/afpacket"
 	"github.com/tabbynet/tabby/datapath/afxdp"
@@ -69,10 +71,39 @@ func (w *worker) start(ctx context.Context, cfg *Config) error {
 // returns.
 func (w *worker) run(ctx context.Context, cfg *Config) {
 	defer close(w.done)
-	w.loop, w.err = afxdp.Run(ctx, afxdp.LoopConfig{Ports: w.poll, Mode: cfg.PollMode}, w.dp.Poll)
+	// Flow records of policy Log rules are drained between batches (only
+	// when there are some: draining an empty ring costs a comparison).
+	logRecord := func(r *acl.LogRecord) {
+		cfg.Logger.Info("policy log", "worker", w.id, "verdict", r.Verdict.String(),
+			"proto", r.Packet.Proto, "src_port", r.Packet.SrcPort, "dst_port", r.Packet.DstPort,
+			"src", logAddr(&r.Packet, true), "dst", logAddr(&r.Packet, false), "generation", r.Generation)
+	}
+	batch := func() int {
+		n := w.dp.Poll()
+		if n > 0 {
+			w.dp.DrainPolicyLogs(logRecord)
+		}
+		return n
+	}
+	w.loop, w.err = afxdp.Run(ctx, afxdp.LoopConfig{Ports: w.poll, Mode: cfg.PollMode}, batch)
 	if w.err != nil {
 		cfg.Logger.Error("worker loop ended", "worker", w.id, "queue", w.queue, "err", w.err)
 	}
+}
+
+// logAddr formats a flow record's source or destination address.
+func logAddr(p *acl.Packet, src bool) string {
+	if p.Family == acl.IPv4 {
+		v := p.Dst4
+		if src {
+			v = p.Src4
+		}
+		return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}).String()
+	}
+	if src {
+		return netip.AddrFrom16(p.Src6).String()
+	}
+	return netip.AddrFrom16(p.Dst6).String()
 }
 
 // stopped reports whether the loop goroutine exited (or never started).

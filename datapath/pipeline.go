@@ -46,8 +46,14 @@ type Worker struct {
 	dst6  [][16]byte
 	idx6  []uint16
 	nh6   []uint32
-	tx    [][]Frame // per egress port
-	drops []Frame
+	// tx holds, per egress port, the batch indexes of the frames to send;
+	// drops those to release. Frames stay in place until flush gathers
+	// them into out: copying a Frame right after the pipeline rewrote its
+	// Off and Len would stall on store forwarding.
+	tx    [][]uint16
+	drops []uint16
+	out   []Frame
+	cur   uint16 // index of the frame being forwarded
 
 	// Policy stage scratch: the batch's IP packets in acl form, their
 	// slots, ICMP-error quotes, and the decisions.
@@ -106,8 +112,9 @@ func NewWorker(tables *Tables, cfg WorkerConfig) (*Worker, error) {
 		dst6:   make([][16]byte, b),
 		idx6:   make([]uint16, b),
 		nh6:    make([]uint32, b),
-		tx:     make([][]Frame, len(cfg.Ports)),
-		drops:  make([]Frame, 0, b),
+		tx:     make([][]uint16, len(cfg.Ports)),
+		drops:  make([]uint16, 0, b),
+		out:    make([]Frame, 0, b),
 
 		filter:    acl.NewFilter(acl.FilterConfig{Conntrack: cfg.Conntrack}),
 		polPkts:   make([]acl.Packet, b),
@@ -117,7 +124,7 @@ func NewWorker(tables *Tables, cfg WorkerConfig) (*Worker, error) {
 		epoch:     time.Now(),
 	}
 	for i := range w.tx {
-		w.tx[i] = make([]Frame, 0, b)
+		w.tx[i] = make([]uint16, 0, b)
 	}
 	return w, nil
 }
@@ -180,12 +187,13 @@ func (w *Worker) Process(frames []Frame) {
 	}
 	for i := range frames {
 		ingress := frames[i].Port
+		w.cur = uint16(i)
 		w.forward(snap, &frames[i], &w.slots[i], false)
 		if w.trace != nil {
 			w.emitTrace(snap, &w.slots[i], ingress)
 		}
 	}
-	w.flush()
+	w.flush(frames)
 	c.publish()
 }
 
@@ -594,21 +602,23 @@ func (w *Worker) toHost(snap *Snapshot, f *Frame) {
 	w.queue(snap.Node.HostPort, f)
 }
 
-func (w *Worker) queue(port PortID, f *Frame) {
+// queue, dropFrame and release act on the frame being forwarded (w.cur);
+// their *Frame argument documents which frame that is.
+func (w *Worker) queue(port PortID, _ *Frame) {
 	w.lastEgress, w.lastDrop = port, DropNone
-	w.tx[port] = append(w.tx[port], *f)
+	w.tx[port] = append(w.tx[port], w.cur)
 }
 
-func (w *Worker) dropFrame(f *Frame, r DropReason) {
+func (w *Worker) dropFrame(_ *Frame, r DropReason) {
 	w.counters.drop(r)
 	w.lastEgress, w.lastDrop = NoPort, r
-	w.drops = append(w.drops, *f)
+	w.drops = append(w.drops, w.cur)
 }
 
 // release returns a frame whose drop was already counted.
-func (w *Worker) release(f *Frame) {
+func (w *Worker) release(_ *Frame) {
 	w.lastEgress = NoPort
-	w.drops = append(w.drops, *f)
+	w.drops = append(w.drops, w.cur)
 }
 
 func (w *Worker) releaseAll(frames []Frame) {
@@ -619,24 +629,45 @@ func (w *Worker) releaseAll(frames []Frame) {
 
 // flush transmits the queued frames grouped by egress port and releases the
 // dropped ones.
-func (w *Worker) flush() {
+func (w *Worker) flush(frames []Frame) {
 	c := &w.counters
 	for port, q := range w.tx {
 		if len(q) == 0 {
 			continue
 		}
-		sent := w.ports[port].Transmit(q)
-		for i := range q[:sent] {
-			c.add(cTxBytes, uint64(q[i].Len))
+		var bytes uint64
+		var out []Frame
+		if len(q) == len(frames) {
+			// The whole batch leaves by one port, in order: send the
+			// frames where they are.
+			out = frames
+			for i := range frames {
+				bytes += uint64(frames[i].Len)
+			}
+		} else {
+			out = w.out[:0]
+			for _, i := range q {
+				out = append(out, frames[i])
+				bytes += uint64(frames[i].Len)
+			}
 		}
+		sent := w.ports[port].Transmit(out)
+		if sent < len(out) {
+			for i := range out[sent:] {
+				bytes -= uint64(out[sent+i].Len)
+			}
+			c.add(cDropBase+counterID(DropTxFull), uint64(len(out)-sent))
+		}
+		c.add(cTxBytes, bytes)
 		c.add(cTxPackets, uint64(sent))
-		for range q[sent:] {
-			c.drop(DropTxFull)
-		}
 		w.tx[port] = q[:0]
 	}
 	if len(w.drops) > 0 {
-		w.ports[w.drops[0].Port].Release(w.drops)
+		out := w.out[:0]
+		for _, i := range w.drops {
+			out = append(out, frames[i])
+		}
+		w.ports[out[0].Port].Release(out)
 		w.drops = w.drops[:0]
 	}
 }

@@ -164,7 +164,7 @@ func WriteTable(w io.Writer, results []Result) error {
 func lowerIsBetter(metric string) bool {
 	switch {
 	case strings.HasPrefix(metric, "ns_"), strings.HasPrefix(metric, "lat_"),
-		strings.HasPrefix(metric, "bytes"), strings.HasPrefix(metric, "allocs"),
+		strings.Contains(metric, "bytes"), strings.HasPrefix(metric, "allocs"),
 		strings.HasPrefix(metric, "cpu_"), strings.HasPrefix(metric, "loss"),
 		strings.HasSuffix(metric, "_ms"), strings.HasSuffix(metric, "_time"),
 		metric == "p99", metric == "p50", metric == "program_time":

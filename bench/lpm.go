@@ -18,12 +18,34 @@ import (
 func init() {
 	Register(Suite{
 		Name: "lpm",
-		Doc: "longest-prefix match on the real BGP table (~900k v4, ~160k v6): tabby's lpm vs bart.Table; " +
-			"lookups (ns per address; bart has no batch API, so its batch cases loop over single Lookups), " +
-			"full-table insert and v4 churn (routes/s), memory (B)",
+		Doc: "LPM on the real BGP table (900k v4, 160k v6), tabby vs bart.Table: lookups in ns/address " +
+			"(bart has no batch API: its batch cases loop over Lookup), insert and churn in routes/s, memory in B",
 		Run: runLPM,
 	})
 }
+
+// The lpm suite's cases, each for impls tabby (package lpm) and bart
+// (bart.Table[uint32]):
+//
+//   - v4-/v6-cold-random: single lookups of uniformly random addresses (v6:
+//     in 2000::/3), from a stream large enough (16M v4, 4M v6) to be
+//     cache-cold; v4-/v6-in-prefix: random addresses inside random prefixes
+//     of the table; v4-/v6-hot-set: the first 1024 in-prefix addresses over
+//     and over. ns_per_op is per address.
+//   - batch64-/batch256- variants: LookupBatch over consecutive chunks of
+//     the stream; for bart, a loop of single Lookups that stores results as
+//     LookupBatch does. ns_per_op is per address.
+//   - v4-/v6-insert-full-table: building the whole table, in the table's
+//     file order (routes_per_s). v4-update-churn: delete and insert again
+//     4096 random prefixes of the full table; one route is one delete plus
+//     one insert.
+//   - v4-/v6-full-table: bytes is MemoryBytes for tabby (its lookup
+//     structures) and the live heap growth for bart; bytes_heap is the live
+//     heap growth of building the table for both, which for tabby adds the
+//     writer's prefix index (tbl24 lives on the Go heap, so it is counted
+//     in both).
+//
+// Addresses are converted to each impl's argument type before timing.
 
 // lpmSink keeps benchmark results alive.
 var lpmSink uint32
@@ -209,12 +231,40 @@ func runLPM(ctx context.Context, opt Options, emit func(Result)) error {
 	if err != nil {
 		return fmt.Errorf("lpm data: %w", err)
 	}
-	report := func(cas, impl string, m Measurement) {
-		emit(Result{Case: cas, Impl: impl, Metric: "ns_per_op", Value: m.NsPerOp, Unit: "ns"})
-		emit(Result{Case: cas, Impl: impl, Metric: "allocs_per_op", Value: m.AllocsPerOp, Unit: "allocs"})
+	if err := lpmRun4(ctx, opt, d, emit); err != nil {
+		return err
 	}
+	opt.Progressf("lpm: v4-insert-full-table, v4-full-table")
+	if err := lpmInsertAndMemory(opt, emit, "v4", len(d.v4), func() (any, int, error) {
+		t, err := d.table4()
+		if err != nil {
+			return nil, 0, err
+		}
+		return t, t.MemoryBytes(), nil
+	}, func() any { return d.bart4() }); err != nil {
+		return err
+	}
+	if err := lpmRun6(ctx, opt, d, emit); err != nil {
+		return err
+	}
+	opt.Progressf("lpm: v6-insert-full-table, v6-full-table")
+	return lpmInsertAndMemory(opt, emit, "v6", len(d.v6), func() (any, int, error) {
+		t, err := d.table6()
+		if err != nil {
+			return nil, 0, err
+		}
+		return t, t.MemoryBytes(), nil
+	}, func() any { return d.bart6() })
+}
 
-	// IPv4 lookups.
+// lpmReport emits what a lookup case measured.
+func lpmReport(emit func(Result), cas, impl string, m Measurement) {
+	emit(Result{Case: cas, Impl: impl, Metric: "ns_per_op", Value: m.NsPerOp, Unit: "ns"})
+	emit(Result{Case: cas, Impl: impl, Metric: "allocs_per_op", Value: m.AllocsPerOp, Unit: "allocs"})
+}
+
+// lpmRun4 measures the IPv4 lookup cases and v4-update-churn on full tables.
+func lpmRun4(ctx context.Context, opt Options, d *lpmData, emit func(Result)) error {
 	t4, err := d.table4()
 	if err != nil {
 		return err
@@ -226,13 +276,10 @@ func runLPM(ctx context.Context, opt Options, emit func(Result)) error {
 		}
 		name := "v4-" + c.name
 		opt.Progressf("lpm: %s", name)
-		tabby, bartAddrs := d.addrs4[c.stream], d.bart[name[:3]+c.stream]
-		n := max(c.batch, lpmSingleChunk)
-		report(name, "tabby", Measure(opt, n, lpmTabby4(t4, tabby, c.batch)))
-		report(name, "bart", Measure(opt, n, lpmBart(b4, bartAddrs, c.batch)))
+		n := lpmOpsPerIter(c.batch)
+		lpmReport(emit, name, "tabby", Measure(opt, n, lpmTabby4(t4, d.addrs4[c.stream], c.batch)))
+		lpmReport(emit, name, "bart", Measure(opt, n, lpmBart(b4, d.bart["v4-"+c.stream], c.batch)))
 	}
-
-	// IPv4 updates and memory.
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -258,22 +305,11 @@ func runLPM(ctx context.Context, opt Options, emit func(Result)) error {
 		}
 	})
 	emit(Result{Case: "v4-update-churn", Impl: "bart", Metric: "routes_per_s", Value: lpmPerSecond(m), Unit: "routes/s"})
-	runtime.KeepAlive(t4)
-	runtime.KeepAlive(b4)
-	t4, b4 = nil, nil
+	return nil
+}
 
-	opt.Progressf("lpm: v4-insert-full-table, v4-full-table")
-	if err := lpmInsertAndMemory(opt, emit, "v4", len(d.v4), func() (any, int, error) {
-		t, err := d.table4()
-		if err != nil {
-			return nil, 0, err
-		}
-		return t, t.MemoryBytes(), nil
-	}, func() any { return d.bart4() }); err != nil {
-		return err
-	}
-
-	// IPv6 lookups.
+// lpmRun6 measures the IPv6 lookup cases on full tables.
+func lpmRun6(ctx context.Context, opt Options, d *lpmData, emit func(Result)) error {
 	t6, err := d.table6()
 	if err != nil {
 		return err
@@ -285,22 +321,11 @@ func runLPM(ctx context.Context, opt Options, emit func(Result)) error {
 		}
 		name := "v6-" + c.name
 		opt.Progressf("lpm: %s", name)
-		n := max(c.batch, lpmSingleChunk)
-		report(name, "tabby", Measure(opt, n, lpmTabby6(t6, d.addrs6[c.stream], c.batch)))
-		report(name, "bart", Measure(opt, n, lpmBart(b6, d.bart["v6-"+c.stream], c.batch)))
+		n := lpmOpsPerIter(c.batch)
+		lpmReport(emit, name, "tabby", Measure(opt, n, lpmTabby6(t6, d.addrs6[c.stream], c.batch)))
+		lpmReport(emit, name, "bart", Measure(opt, n, lpmBart(b6, d.bart["v6-"+c.stream], c.batch)))
 	}
-	runtime.KeepAlive(t6)
-	runtime.KeepAlive(b6)
-	t6, b6 = nil, nil
-
-	opt.Progressf("lpm: v6-insert-full-table, v6-full-table")
-	return lpmInsertAndMemory(opt, emit, "v6", len(d.v6), func() (any, int, error) {
-		t, err := d.table6()
-		if err != nil {
-			return nil, 0, err
-		}
-		return t, t.MemoryBytes(), nil
-	}, func() any { return d.bart6() })
+	return nil
 }
 
 // lpmInsertAndMemory measures building the whole table (routes/s) and the
@@ -484,4 +509,13 @@ func lpmBart(t *bart.Table[uint32], addrs []netip.Addr, batch int) func(b *testi
 		}
 		lpmSink += sink
 	}
+}
+
+// lpmOpsPerIter returns how many lookups one benchmark iteration does: a
+// batch, or a chunk of single lookups.
+func lpmOpsPerIter(batch int) int {
+	if batch > 0 {
+		return batch
+	}
+	return lpmSingleChunk
 }

@@ -197,41 +197,22 @@ func itoa(n int) string {
 	return "n"
 }
 
-// BenchmarkTbl24Mode compares where tbl24 lives: a plain Go slice (4 KiB
-// pages), a Go slice advised to use huge pages, and an mmap'd region on huge
-// pages. The plain slice runs first, before any huge-page advice in the
-// process.
-func BenchmarkTbl24Mode(b *testing.B) {
+// BenchmarkChurn4 deletes and inserts again random prefixes of the full
+// table, as the v4-update-churn case of the bench suite.
+func BenchmarkChurn4(b *testing.B) {
 	v4, _ := realTable(b)
-	rng := rand.New(rand.NewPCG(1, 2))
-	addrs := make([]uint32, 1<<24)
-	for i := range addrs {
-		addrs[i] = rng.Uint32()
+	rng := rand.New(rand.NewPCG(3, 4))
+	t := NewTable4()
+	for i, p := range v4 {
+		_ = t.Insert(p, uint32(i))
 	}
-	defer func(m int) { tbl24Mode = m }(tbl24Mode)
-	for _, m := range []struct {
-		name string
-		mode int
-	}{{"heap", tbl24Heap}, {"heaphuge", tbl24HeapHuge}, {"mmap", tbl24Mmap}} {
-		tbl24Mode = m.mode
-		t := NewTable4()
-		for i, p := range v4 {
+	churn := sample(rng, v4, 4096)
+	b.ReportAllocs()
+	for b.Loop() {
+		for i, p := range churn {
+			_, _ = t.Delete(p)
 			_ = t.Insert(p, uint32(i))
 		}
-		b.Run(m.name+"/single", func(b *testing.B) {
-			var s uint32
-			loop(b, len(addrs), 256, func(pos int) {
-				for _, a := range addrs[pos : pos+256] {
-					nh, _ := t.Lookup(a)
-					s += nh
-				}
-			})
-			benchSink += s
-		})
-		b.Run(m.name+"/batch256", func(b *testing.B) {
-			nhs := make([]uint32, 256)
-			loop(b, len(addrs), 256, func(pos int) { t.LookupBatch(addrs[pos:pos+256], nhs) })
-			benchSink += nhs[0]
-		})
 	}
+	b.ReportMetric(float64(b.N*len(churn))/b.Elapsed().Seconds(), "routes/s")
 }

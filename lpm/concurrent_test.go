@@ -194,7 +194,7 @@ func TestConcurrent4(t *testing.T) {
 		}
 		return out
 	})
-	tab := NewTable4()
+	tab := newTestTable4(t)
 	c.run(t, rng, 3*time.Second, tab.Insert, tab.Delete, func(batch bool, addrs []netip.Addr, out []uint32) {
 		var in [256]uint32
 		for i, a := range addrs {
@@ -227,7 +227,7 @@ func TestConcurrent6(t *testing.T) {
 		}
 		return out
 	})
-	tab := NewTable6()
+	tab := newTestTable6(t)
 	c.run(t, rng, 3*time.Second, tab.Insert, tab.Delete, func(batch bool, addrs []netip.Addr, out []uint32) {
 		var in [256][16]byte
 		for i, a := range addrs {

@@ -149,6 +149,7 @@ func FuzzTable6(f *testing.F) {
 		if tab.Len() != ref.len() {
 			t.Errorf("Len() = %d, want %d", tab.Len(), ref.len())
 		}
+		checkTable6(t, tab)
 		for _, p := range ref.prefixes() {
 			if _, err := tab.Delete(p); err != nil {
 				t.Fatal(err)
@@ -157,6 +158,7 @@ func FuzzTable6(f *testing.F) {
 		if tab.Len() != 0 || tab.liveNodes() != 0 || tab.MemoryBytes() != top6Bytes {
 			t.Fatalf("after deleting everything: Len() = %d, %d nodes, %d bytes", tab.Len(), tab.liveNodes(), tab.MemoryBytes())
 		}
+		checkTable6(t, tab)
 		if t.Failed() {
 			fuzz6.t = nil
 		}

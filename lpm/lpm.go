@@ -1,7 +1,5 @@
 package lpm
 
-import "math/bits"
-
 const (
 	// MaxNextHop is the largest next-hop id a table stores.
 	MaxNextHop = 1<<24 - 1
@@ -15,6 +13,8 @@ const (
 //	bit 30      valid: a prefix covers the entry
 //	bits 24-29  length of that prefix (0..32)
 //	bits 0-23   its next hop
+//
+// An entry without a route is 0, so its length field reads 0 too.
 const (
 	entryExt   = 1 << 31
 	entryValid = 1 << 30
@@ -28,9 +28,6 @@ func entry4(depth int, nh uint32) uint32 {
 	return entryValid | uint32(depth)<<depthShift | nh
 }
 
-// depth4 returns the prefix length of a valid entry.
-func depth4(e uint32) int { return int(e >> depthShift & depthBits) }
-
 // nhOf4 converts an entry that is not extended to a batch result: its next hop,
 // or NoRoute when it is not valid. It has no branch.
 func nhOf4(e uint32) uint32 {
@@ -40,8 +37,6 @@ func nhOf4(e uint32) uint32 {
 // IPv6 value encoding (node values and /16 defaults): bits 24-31 hold the
 // prefix length plus one (0: no prefix), bits 0-23 the next hop.
 func entry6(depth int, nh uint32) uint32 { return uint32(depth+1)<<24 | nh }
-
-func depth6(v uint32) int { return int(v>>24) - 1 }
 
 // nhOf6 converts a value to a batch result without a branch.
 func nhOf6(v uint32) uint32 {
@@ -54,11 +49,4 @@ func mask4(bitsLen int) uint32 {
 		return 0
 	}
 	return ^uint32(0) << (32 - bitsLen)
-}
-
-// rank returns the number of set bits of bm at positions ≤ b, using base,
-// the cumulative counts of the words before each word.
-func rank(bm *[4]uint64, base *[4]uint8, b uint8) int {
-	w := b >> 6
-	return int(base[w&3]) + bits.OnesCount64(bm[w&3]&(^uint64(0)>>(63-b&63)))
 }

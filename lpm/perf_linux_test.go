@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/gaissmai/bart"
 	"golang.org/x/sys/unix"
@@ -155,4 +156,87 @@ func TestPerfCPU(t *testing.T) {
 		fmt.Printf("%-20s %7.2f ns\n", c.name, cpuPerOp(reps, c.ops, c.f))
 	}
 	_ = sink
+}
+
+// TestPerfTbl24Mode compares where tbl24 lives (see tbl24Mode) by thread CPU
+// time, on the full table and random addresses. The three tables are built
+// first, the plain heap one before any huge-page advice in the process.
+//
+//	LPM_PERF=1 go test ./lpm -run PerfTbl24Mode -v
+func TestPerfTbl24Mode(t *testing.T) {
+	if os.Getenv("LPM_PERF") == "" {
+		t.Skip("set LPM_PERF=1")
+	}
+	v4, _ := realTable(t)
+	defer func(m int) { tbl24Mode = m }(tbl24Mode)
+	modes := []struct {
+		name string
+		mode int
+		t    *Table4
+	}{{"heap", tbl24Heap, nil}, {"heaphuge", tbl24HeapHuge, nil}, {"mmap", tbl24Mmap, nil}}
+	for i := range modes {
+		tbl24Mode = modes[i].mode
+		modes[i].t = NewTable4()
+		for j, p := range v4 {
+			_ = modes[i].t.Insert(p, uint32(j))
+		}
+	}
+	for _, m := range modes {
+		t.Logf("%s: %d KiB of tbl24 on huge pages", m.name, hugeKiB(t, unsafe.Pointer(m.t.tbl24), 4<<24))
+	}
+	rng := newRand(t, 41)
+	n := 1 << 22
+	addrs := make([]uint32, n)
+	for i := range addrs {
+		addrs[i] = rng.Uint32()
+	}
+	nhs := make([]uint32, 256)
+	var sink uint32
+	for round := range 3 {
+		for _, m := range modes {
+			single := cpuPerOp(5, n, func() {
+				for _, a := range addrs {
+					nh, _ := m.t.Lookup(a)
+					sink += nh
+				}
+			})
+			batch := cpuPerOp(5, n, func() {
+				for i := 0; i < n; i += 256 {
+					m.t.LookupBatch(addrs[i:i+256], nhs)
+				}
+			})
+			fmt.Printf("round %d %-9s single %6.2f ns  batch256 %6.2f ns\n", round, m.name, single, batch)
+		}
+	}
+	_ = sink
+}
+
+// hugeKiB returns how many KiB of [p, p+size) the kernel backs with
+// transparent huge pages, from /proc/self/smaps.
+func hugeKiB(tb testing.TB, p unsafe.Pointer, size uintptr) int {
+	b, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		tb.Skip(err)
+	}
+	lo, hi := uintptr(p), uintptr(p)+size
+	total, in := 0, false
+	var start, end uintptr
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && !strings.HasSuffix(f[0], ":") {
+			if n, _ := fmt.Sscanf(f[0], "%x-%x", &start, &end); n == 2 {
+				in = start < hi && end > lo
+			}
+			continue
+		}
+		var kib int
+		if in {
+			if n, _ := fmt.Sscanf(line, "AnonHugePages: %d kB", &kib); n == 1 {
+				// Count the overlap only (approximately: huge pages of a
+				// mapping are spread evenly).
+				ov := min(end, hi) - max(start, lo)
+				total += int(uint64(kib) * uint64(ov) / uint64(end-start))
+			}
+		}
+	}
+	return total
 }

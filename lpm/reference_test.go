@@ -165,7 +165,7 @@ func newRand(tb testing.TB, seed uint64) *rand.Rand {
 // hops.
 func fillTable4(tb testing.TB, rng *rand.Rand, prefixes []netip.Prefix) (*Table4, *reference) {
 	tb.Helper()
-	t := NewTable4()
+	t := newTestTable4(tb)
 	ref := newReference()
 	for _, p := range prefixes {
 		nh := nextHop(rng)

@@ -280,7 +280,7 @@ func (t *Table4) group(x uint32) *group4 {
 	atomic.StorePointer(&c[x&0xff].group, unsafe.Pointer(g)) // 1. publish the group,
 	atomic.StoreUint32(&t.tbl24[x], entryExt)                // 2. then point tbl24 to it.
 	t.groups++
-	t.memBytes.Add(int64(group4Bytes))
+	t.memBytes.Add(int64(sizeClass(group4Bytes)))
 	return g
 }
 
@@ -293,5 +293,5 @@ func (t *Table4) collapse(x uint32, g *group4) {
 	atomic.StoreUint32(&s.last, v)     // 2. so does the slot, for late readers,
 	atomic.StorePointer(&s.group, nil) // 3. and the group goes.
 	t.groups--
-	t.memBytes.Add(-int64(group4Bytes))
+	t.memBytes.Add(-int64(sizeClass(group4Bytes)))
 }

@@ -93,7 +93,7 @@ func TestTable4Cases(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := newRand(t, 1)
-			tab := NewTable4()
+			tab := newTestTable4(t)
 			ref := newReference()
 			touched := applyOps(t, tc.ops, tab.Insert, tab.Delete, ref)
 			addrs := probes(rng, touched)
@@ -136,7 +136,7 @@ func compareBatch4(tb testing.TB, t *Table4, ref *reference, addrs []netip.Addr)
 }
 
 func TestTable4Errors(t *testing.T) {
-	tab := NewTable4()
+	tab := newTestTable4(t)
 	cases := []struct {
 		name string
 		run  func() error

@@ -21,8 +21,8 @@ type Table6 struct {
 
 	// Writer state, guarded by mu.
 	mu    sync.Mutex
-	rules map[netip.Prefix]uint32 // masked prefix → next hop
-	nodes int                     // live roots and nodes
+	rules map[key6]uint32 // prefix → next hop
+	nodes int             // live roots and nodes
 	// defOnly holds the shared roots that hold only a default (a /16
 	// covered by a short prefix and holding nothing longer), one per value,
 	// so that a short prefix such as ::/0 costs one root, not one per /16.
@@ -37,7 +37,7 @@ const top6Bytes = int(unsafe.Sizeof([1 << 16]atomic.Pointer[root6]{}))
 func NewTable6() *Table6 {
 	t := &Table6{
 		top:     new([1 << 16]atomic.Pointer[root6]),
-		rules:   map[netip.Prefix]uint32{},
+		rules:   map[key6]uint32{},
 		defOnly: map[uint32]*root6{},
 		refs:    map[uint32]int{},
 	}
@@ -193,11 +193,12 @@ func (t *Table6) Insert(p netip.Prefix, nh uint32) error {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	old, existed := t.rules[p]
+	key := keyOf6(p)
+	old, existed := t.rules[key]
 	if existed && old == nh {
 		return nil
 	}
-	t.rules[p] = nh
+	t.rules[key] = nh
 	d := p.Bits()
 	t.update(p, 0, d+1, entry6(d, nh))
 	if !existed {
@@ -214,10 +215,11 @@ func (t *Table6) Delete(p netip.Prefix) (existed bool, err error) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if _, ok := t.rules[p]; !ok {
+	key := keyOf6(p)
+	if _, ok := t.rules[key]; !ok {
 		return false, nil
 	}
-	delete(t.rules, p)
+	delete(t.rules, key)
 	d := p.Bits()
 	t.update(p, d+1, d+1, t.covering(p))
 	t.size.Add(-1)
@@ -234,14 +236,26 @@ func (t *Table6) covering(p netip.Prefix) uint32 {
 	if d > 16 {
 		floor = 16 + (d-17)/8*8 + 1
 	}
+	key := keyOf6(p)
 	for l := d - 1; l >= floor; l-- {
-		q, _ := p.Addr().Prefix(l)
-		if nh, ok := t.rules[q]; ok {
+		// Clear bit l: key.addr becomes the address of the /l.
+		key.addr[l/8] &^= 0x80 >> (l % 8)
+		key.bits = uint8(l)
+		if nh, ok := t.rules[key]; ok {
 			return entry6(l, nh)
 		}
 	}
 	return 0
 }
+
+// key6 is a prefix as the writer's index keys it: more compact than
+// netip.Prefix.
+type key6 struct {
+	addr [16]byte // masked
+	bits uint8
+}
+
+func keyOf6(p netip.Prefix) key6 { return key6{p.Addr().As16(), uint8(p.Bits())} }
 
 // update stores v into the entries of prefix p whose length field (an
 // entry6 holds the prefix length plus one, 0 for no prefix) is in lo..hi: an

@@ -40,7 +40,7 @@ func TestTable6Cases(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := newRand(t, 1)
-			tab := NewTable6()
+			tab := newTestTable6(t)
 			ref := newReference()
 			touched := applyOps(t, tc.ops, tab.Insert, tab.Delete, ref)
 			addrs := probes(rng, touched)
@@ -83,7 +83,7 @@ func compareBatch6(tb testing.TB, t *Table6, ref *reference, addrs []netip.Addr)
 }
 
 func TestTable6Errors(t *testing.T) {
-	tab := NewTable6()
+	tab := newTestTable6(t)
 	cases := []struct {
 		name string
 		run  func() error
@@ -108,7 +108,7 @@ func TestTable6Errors(t *testing.T) {
 // next hops.
 func fillTable6(tb testing.TB, rng *rand.Rand, prefixes []netip.Prefix) (*Table6, *reference) {
 	tb.Helper()
-	t := NewTable6()
+	t := newTestTable6(tb)
 	ref := newReference()
 	for _, p := range prefixes {
 		nh := nextHop(rng)

@@ -4,7 +4,7 @@ import "unsafe"
 
 const hugePage = 2 << 20
 
-// tbl24Mode selects where tbl24 lives. BenchmarkTbl24Mode switches it to
+// tbl24Mode selects where tbl24 lives. TestPerfTbl24Mode switches it to
 // compare the options; the default was the fastest there (see the package
 // documentation).
 var tbl24Mode = tbl24HeapHuge

@@ -16,7 +16,7 @@ func adviseHuge(b []byte) {
 // pages, or returns nil if mmap fails. The region is never unmapped: a Lookup
 // holds no Go pointer that would keep its table alive while it reads mapped
 // memory, so unmapping when the table is collected could fault a lookup in
-// flight. This mode serves only to compare with the heap (BenchmarkTbl24Mode).
+// flight. This mode serves only to compare with the heap (TestPerfTbl24Mode).
 func mapTbl24() *[1 << 24]uint32 {
 	const size = 4 << 24
 	// Over-allocate by one huge page and trim, so the table starts on a

@@ -3,7 +3,7 @@
 # when everything is present. Needs root (CI runs as root) or sudo.
 set -euo pipefail
 
-pkgs=(iproute2 ethtool tcpdump)
+pkgs=(iproute2 ethtool tcpdump nftables bird2 iputils-ping)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

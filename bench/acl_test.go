@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"fmt"
 	"testing"
 )
@@ -9,22 +8,7 @@ import (
 // TestQuickACL smoke-tests the acl suite on small inputs: every case
 // reports every metric with a positive value (allocations: zero).
 func TestQuickACL(t *testing.T) {
-	s, ok := Lookup("acl")
-	if !ok {
-		t.Fatal("suite acl not registered")
-	}
-	res, err := Run(context.Background(), s, Options{Quick: true, BenchTime: "20ms"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	type key struct{ cas, impl, metric string }
-	got := map[key]Result{}
-	for _, r := range res {
-		if r.Suite != "acl" {
-			t.Errorf("result %+v: suite %q", r, r.Suite)
-		}
-		got[key{r.Case, r.Impl, r.Metric}] = r
-	}
+	got := runQuick(t, "acl", "20ms")
 	var want []key
 	for _, n := range aclRuleCounts {
 		for _, impl := range []string{"tabby", "reference"} {

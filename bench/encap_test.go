@@ -2,7 +2,6 @@ package bench
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"testing"
 
@@ -13,22 +12,7 @@ import (
 // metrics for tabby, the encap cases also for gopacket, with positive
 // ns_per_op values.
 func TestQuickEncap(t *testing.T) {
-	s, ok := Lookup("encap")
-	if !ok {
-		t.Fatal("suite encap not registered")
-	}
-	res, err := Run(context.Background(), s, Options{Quick: true, BenchTime: "20ms"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	type key struct{ cas, impl, metric string }
-	got := map[key]Result{}
-	for _, r := range res {
-		if r.Suite != "encap" {
-			t.Errorf("result %+v: suite %q", r, r.Suite)
-		}
-		got[key{r.Case, r.Impl, r.Metric}] = r
-	}
+	got := runQuick(t, "encap", "20ms")
 	var want []key
 	for _, c := range []string{"vxlan-encap-64", "vxlan-encap-1500", "vxlan-decap-64", "vxlan-decap-1500",
 		"ipip-encap-64", "ipip-encap-1500", "ipip-decap-64", "ipip-decap-1500"} {

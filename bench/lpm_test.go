@@ -1,29 +1,13 @@
 package bench
 
 import (
-	"context"
 	"testing"
 )
 
 // TestQuickLPM smoke-tests the lpm suite on small inputs: every case reports
 // every metric for both implementations, with a positive value.
 func TestQuickLPM(t *testing.T) {
-	s, ok := Lookup("lpm")
-	if !ok {
-		t.Fatal("suite lpm not registered")
-	}
-	res, err := Run(context.Background(), s, Options{Quick: true, BenchTime: "20ms"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	type key struct{ cas, impl, metric string }
-	got := map[key]Result{}
-	for _, r := range res {
-		if r.Suite != "lpm" {
-			t.Errorf("result %+v: suite %q", r, r.Suite)
-		}
-		got[key{r.Case, r.Impl, r.Metric}] = r
-	}
+	got := runQuick(t, "lpm", "20ms")
 	var want []key
 	for _, fam := range []string{"v4", "v6"} {
 		for _, c := range lpmLookupCases {

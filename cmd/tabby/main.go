@@ -21,6 +21,11 @@ type command struct {
 }
 
 var commands = []command{
+	{"agent", "run the node agent (tabby agent [--config file])", runAgent},
+	{"apply", "create or replace resources (tabby apply -f file.yaml)", runApply},
+	{"get", "show resources (tabby get <kind> [name] [-o yaml|json|wide])", runGet},
+	{"delete", "delete resources (tabby delete <kind> <name> | -f file.yaml)", runDelete},
+	{"status", "show the local agent's status (tabby status)", runStatus},
 	{"bench", "run benchmark suites (tabby bench <suite> [--json])", runBench},
 	{"version", "print the version", runVersion},
 }

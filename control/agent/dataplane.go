@@ -1,0 +1,261 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os/exec"
+	"runtime"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/tabbynet/tabby/acl"
+	"github.com/tabbynet/tabby/datapath"
+	"github.com/tabbynet/tabby/datapath/engine"
+	"github.com/tabbynet/tabby/datapath/header"
+)
+
+// dataplane is where the reconciler publishes policy, and what health and
+// metrics read.
+type dataplane interface {
+	name() string
+	// setPolicy publishes a compiled policy; state returns the whole
+	// policy state for dataplanes that render it themselves.
+	setPolicy(c *acl.Compiled, state func() *acl.State) error
+	// counters returns the packet counters (false: none).
+	counters() (datapath.Counters, bool)
+	// err reports a dataplane that stopped working.
+	err() error
+	close() error
+}
+
+// afxdpDataplane is the userspace engine over AF_XDP.
+type afxdpDataplane struct {
+	tables *datapath.Tables
+	eng    *engine.Engine
+	ports  map[string]enginePort
+}
+
+func (d *afxdpDataplane) name() string { return "afxdp" }
+
+func (d *afxdpDataplane) setPolicy(c *acl.Compiled, _ func() *acl.State) error {
+	return d.tables.SetPolicy(c)
+}
+
+func (d *afxdpDataplane) counters() (datapath.Counters, bool) { return d.eng.Counters(), true }
+
+func (d *afxdpDataplane) err() error {
+	select {
+	case <-d.eng.Done():
+		if err := d.eng.Err(); err != nil {
+			return fmt.Errorf("engine stopped: %w", err)
+		}
+		return errors.New("engine stopped")
+	default:
+		return nil
+	}
+}
+
+func (d *afxdpDataplane) close() error { return d.eng.Close() }
+
+// dataplaneSetup is what starting a dataplane needs.
+type dataplaneSetup struct {
+	cfg       *Config
+	netns     netns.NsHandle
+	nodeAddr  netip.Prefix
+	podCIDRs  []netip.Prefix
+	hostAddrs []netip.Addr
+	ipip      bool
+	vxlan     bool
+	log       *slog.Logger
+}
+
+// startAFXDP creates the tables and starts the engine on the configured
+// interfaces.
+func startAFXDP(ctx context.Context, s dataplaneSetup) (*afxdpDataplane, error) {
+	node := datapath.NodeConfig{HostPort: datapath.NoPort, EnforcePolicy: true, DecapIPIP: s.ipip, DecapVXLAN: s.vxlan}
+	if s.nodeAddr.IsValid() {
+		node.TunnelIPv4 = s.nodeAddr.Addr()
+	}
+	tables, err := datapath.NewTables(node)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane tables: %w", err)
+	}
+	nl, err := netlinkHandle(s.netns)
+	if err != nil {
+		return nil, err
+	}
+	defer nl.Close()
+	ports := map[string]enginePort{}
+	var ifs []engine.Interface
+	for i, name := range s.cfg.Interfaces {
+		link, err := nl.LinkByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("interface %s: %w", name, err)
+		}
+		var mac header.MAC
+		copy(mac[:], link.Attrs().HardwareAddr)
+		ports[name] = enginePort{id: datapath.PortID(i), mac: mac}
+		ifs = append(ifs, engine.Interface{Name: name, XDPMode: s.cfg.XDPMode})
+	}
+	ec := engine.Config{Interfaces: ifs, Tables: tables, PollMode: s.cfg.PollMode, PodCIDRs: s.podCIDRs,
+		HostAddresses: s.hostAddrs, Netns: s.netns, Logger: s.log.With("component", "engine")}
+	if s.nodeAddr.IsValid() {
+		ec.NodeAddress = s.nodeAddr.Addr()
+	}
+	eng, err := engine.Start(context.WithoutCancel(ctx), ec)
+	if err != nil {
+		return nil, fmt.Errorf("start engine: %w", err)
+	}
+	return &afxdpDataplane{tables: tables, eng: eng, ports: ports}, nil
+}
+
+// kernelDataplane leaves forwarding to the kernel: policy is rendered as an
+// nftables table (acl.RenderNftables) and loaded with nft in the agent's
+// network namespace; routes come from the CNI plugin (local pods) and the
+// route programmer (everything else). On shutdown the table and the routes
+// stay, so that a restarting agent does not interrupt traffic.
+type kernelDataplane struct {
+	netns netns.NsHandle
+	node  string
+	// nft is the nft binary (empty: policy is not programmed and a
+	// warning is logged once).
+	nft    string
+	log    *slog.Logger
+	warned bool
+}
+
+func newKernelDataplane(h netns.NsHandle, node string, log *slog.Logger) *kernelDataplane {
+	d := &kernelDataplane{netns: h, node: node, log: log}
+	if p, err := exec.LookPath("nft"); err == nil {
+		d.nft = p
+	}
+	return d
+}
+
+func (d *kernelDataplane) name() string { return "kernel" }
+
+func (d *kernelDataplane) setPolicy(_ *acl.Compiled, state func() *acl.State) error {
+	if d.nft == "" {
+		if !d.warned {
+			d.log.Warn("nft not found: network policy is not enforced by the kernel dataplane")
+			d.warned = true
+		}
+		return nil
+	}
+	rules, err := acl.RenderNftables(state(), acl.Options{Node: d.node})
+	if err != nil {
+		return err
+	}
+	// Replace the table atomically: create it (a no-op if it exists),
+	// delete it and load the new one in one transaction.
+	script := "table inet " + acl.NftablesTable + " {}\ndelete table inet " + acl.NftablesTable + "\n" + rules
+	return inNetns(d.netns, func() error {
+		cmd := exec.Command(d.nft, "-f", "-")
+		cmd.Stdin = strings.NewReader(script)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("nft: %v: %s", err, strings.TrimSpace(out.String()))
+		}
+		return nil
+	})
+}
+
+func (d *kernelDataplane) counters() (datapath.Counters, bool) { return datapath.Counters{}, false }
+func (d *kernelDataplane) err() error                          { return nil }
+func (d *kernelDataplane) close() error                        { return nil }
+
+// validNetns reports whether h names a namespace (0 and -1 mean "the
+// calling thread's").
+func validNetns(h netns.NsHandle) bool { return h > 0 }
+
+// inNetns runs fn on a thread in namespace h (the current one if h is not
+// valid).
+func inNetns(h netns.NsHandle, fn func() error) error {
+	if !validNetns(h) {
+		return fn()
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(h); err != nil {
+			errc <- fmt.Errorf("enter netns: %w", err)
+			return
+		}
+		err = fn()
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+func netlinkHandle(h netns.NsHandle) (*netlink.Handle, error) {
+	var nl *netlink.Handle
+	var err error
+	if validNetns(h) {
+		nl, err = netlink.NewHandleAt(h)
+	} else {
+		nl, err = netlink.NewHandle()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("netlink: %w", err)
+	}
+	return nl, nil
+}
+
+// interfaceAddrs returns the global addresses of the named interfaces (all
+// interfaces when names is empty), in order.
+func interfaceAddrs(h netns.NsHandle, names []string) ([]netip.Prefix, error) {
+	nl, err := netlinkHandle(h)
+	if err != nil {
+		return nil, err
+	}
+	defer nl.Close()
+	var links []netlink.Link
+	if len(names) == 0 {
+		if links, err = nl.LinkList(); err != nil {
+			return nil, fmt.Errorf("list links: %w", err)
+		}
+	}
+	for _, n := range names {
+		l, err := nl.LinkByName(n)
+		if err != nil {
+			return nil, fmt.Errorf("interface %s: %w", n, err)
+		}
+		links = append(links, l)
+	}
+	var out []netip.Prefix
+	for _, l := range links {
+		addrs, err := nl.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			return nil, fmt.Errorf("addresses of %s: %w", l.Attrs().Name, err)
+		}
+		for _, a := range addrs {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if !ip.IsGlobalUnicast() {
+				continue
+			}
+			ones, _ := a.Mask.Size()
+			out = append(out, netip.PrefixFrom(ip, ones))
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,379 @@
+package kubernetes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/tabbynet/tabby/control/datastore"
+	"github.com/tabbynet/tabby/control/resources"
+)
+
+// Errors reported in the Error events of a Watch, matched with errors.Is.
+var (
+	// ErrExpired: the version the watch resumed from is no longer
+	// available (410 Gone); the watch relists.
+	ErrExpired = errors.New("watched resourceVersion expired")
+	// ErrProbeFailed: the liveness probe of a running watch failed.
+	ErrProbeFailed = errors.New("apiserver probe failed")
+)
+
+// watcher is one list-then-watch of a kind. Its goroutine (run) owns known
+// and rev; events is the only way out.
+type watcher struct {
+	d      *Datastore
+	ki     kindInfo
+	events chan datastore.Event
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	// known is what has been reported: resourceVersion and stored JSON
+	// (decoded again for a Deleted event found by a relist).
+	known map[resources.Key]knownObject
+	// rev is the resourceVersion known reflects; the watch resumes from it.
+	rev string
+	// primed is set when known and rev are valid without a list.
+	primed bool
+}
+
+type knownObject struct {
+	rv  string
+	raw []byte
+}
+
+// Watch lists and then watches every object of the kind (see package
+// datastore). It fails only for an unknown kind or an invalid opts.From;
+// an unreachable apiserver is reported as Error events while the watcher
+// retries.
+func (d *Datastore) Watch(ctx context.Context, kind resources.Kind, opts datastore.WatchOptions) (datastore.Watcher, error) {
+	ki, err := lookupKind(kind)
+	if err != nil {
+		return nil, err
+	}
+	w := &watcher{
+		d: d, ki: ki,
+		events: make(chan datastore.Event, 64),
+		done:   make(chan struct{}),
+		known:  map[resources.Key]knownObject{},
+	}
+	if from := opts.From; from != nil {
+		if from.Revision == "" {
+			return nil, fmt.Errorf("kubernetes: watch %s: list has no revision", kind)
+		}
+		for _, obj := range from.Items {
+			if obj.ResourceKind() != kind {
+				return nil, fmt.Errorf("kubernetes: watch %s: list holds a %s", kind, obj.ResourceKind())
+			}
+			raw, err := resources.Marshal(obj)
+			if err != nil {
+				return nil, fmt.Errorf("kubernetes: watch %s: %w", kind, err)
+			}
+			w.known[resources.KeyOf(obj)] = knownObject{rv: obj.Meta().ResourceVersion, raw: raw}
+		}
+		w.rev, w.primed = from.Revision, true
+	}
+	// The watch ends with ctx or with Close.
+	w.ctx, w.cancel = context.WithCancel(ctx)
+	stop := context.AfterFunc(d.ctx, w.cancel)
+	go func() {
+		defer stop()
+		w.run()
+	}()
+	return w, nil
+}
+
+func (w *watcher) Events() <-chan datastore.Event { return w.events }
+
+// Stop cancels the watch and waits for its goroutine to finish.
+func (w *watcher) Stop() {
+	w.cancel()
+	<-w.done
+}
+
+// send delivers ev unless the watch is stopped.
+func (w *watcher) send(ev datastore.Event) bool {
+	select {
+	case w.events <- ev:
+		return true
+	case <-w.ctx.Done():
+		return false
+	}
+}
+
+func (w *watcher) run() {
+	defer close(w.done)
+	defer close(w.events)
+	cfg := &w.d.cfg
+	bo := backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax}
+	needList := !w.primed
+	if w.primed && !w.send(datastore.Event{Type: datastore.Synced, Revision: w.rev}) {
+		return
+	}
+	for w.ctx.Err() == nil {
+		if needList {
+			if err := w.relist(); err != nil {
+				if w.ctx.Err() != nil {
+					return
+				}
+				w.d.log.Warn("watch: list failed", "kind", w.ki.kind, "err", err)
+				if !w.send(datastore.Event{Type: datastore.Error, Err: err}) || !bo.sleep(w.ctx) {
+					return
+				}
+				continue
+			}
+			needList = false
+		}
+		start := time.Now()
+		err := w.watch()
+		if w.ctx.Err() != nil {
+			return
+		}
+		// A watch that ran for a while starts its back-off afresh.
+		if time.Since(start) > bo.max {
+			bo.reset()
+		}
+		if err == nil {
+			// The server ended the watch (its timeout, or the connection
+			// closed): resume from rev; a resume that fails relists. Pause
+			// if it ended at once, so a server that keeps doing so is not
+			// hammered.
+			if time.Since(start) < time.Second && !bo.sleep(w.ctx) {
+				return
+			}
+			continue
+		}
+		w.d.log.Warn("watch: broken, will relist", "kind", w.ki.kind, "revision", w.rev, "err", err)
+		if !w.send(datastore.Event{Type: datastore.Error, Err: err}) {
+			return
+		}
+		needList = true
+		if !bo.sleep(w.ctx) {
+			return
+		}
+	}
+}
+
+// relist reads the kind, reports the difference from known, then Synced.
+func (w *watcher) relist() error {
+	ctx, cancel := w.d.reqCtx(w.ctx)
+	defer cancel()
+	items, rev, err := w.d.list(ctx, w.ki)
+	if err != nil {
+		return err
+	}
+	seen := make(map[resources.Key]bool, len(items))
+	for i := range items {
+		u := &items[i]
+		k := w.key(u)
+		seen[k] = true
+		old, had := w.known[k]
+		if had && old.rv == u.GetResourceVersion() {
+			continue
+		}
+		typ := datastore.Added
+		if had {
+			typ = datastore.Modified
+		}
+		if !w.reportObject(typ, k, u) {
+			return w.ctx.Err()
+		}
+	}
+	for k, old := range w.known {
+		if seen[k] {
+			continue
+		}
+		delete(w.known, k)
+		if !w.reportRaw(datastore.Deleted, old.raw, rev) {
+			return w.ctx.Err()
+		}
+	}
+	w.rev = rev
+	w.d.log.Debug("watch: listed", "kind", w.ki.kind, "objects", len(items), "revision", rev)
+	if !w.send(datastore.Event{Type: datastore.Synced, Revision: rev}) {
+		return w.ctx.Err()
+	}
+	return nil
+}
+
+func (w *watcher) key(u *unstructured.Unstructured) resources.Key {
+	return resources.Key{Kind: w.ki.kind, Namespace: u.GetNamespace(), Name: realName(u.GetName(), u.GetAnnotations())}
+}
+
+// reportObject updates known with u and sends its event. It returns false
+// when the watch is stopped.
+func (w *watcher) reportObject(typ datastore.EventType, k resources.Key, u *unstructured.Unstructured) bool {
+	raw, err := json.Marshal(u.Object)
+	if err != nil {
+		return w.send(datastore.Event{Type: datastore.Error, Err: fmt.Errorf("kubernetes: encode %s: %w", k, err)})
+	}
+	rv := u.GetResourceVersion()
+	if typ == datastore.Deleted {
+		delete(w.known, k)
+	} else {
+		w.known[k] = knownObject{rv: rv, raw: raw}
+	}
+	return w.reportRaw(typ, raw, rv)
+}
+
+// reportRaw decodes a stored object and sends its event; an object that
+// does not decode is reported as an Error event instead (and stays known,
+// so it is not reported again until it changes).
+func (w *watcher) reportRaw(typ datastore.EventType, raw []byte, rv string) bool {
+	obj, err := decodeJSON(w.ki.kind, raw)
+	if err != nil {
+		return w.send(datastore.Event{Type: datastore.Error, Err: err, Revision: rv})
+	}
+	if typ == datastore.Deleted {
+		obj.Meta().ResourceVersion = rv
+	}
+	return w.send(datastore.Event{Type: typ, Object: obj, Revision: rv})
+}
+
+// watch follows changes from w.rev. It returns nil when the server ended
+// the watch, or why it failed.
+func (w *watcher) watch() error {
+	ctx, cancel := context.WithCancelCause(w.ctx)
+	var probes sync.WaitGroup
+	if w.d.cfg.ProbeInterval > 0 {
+		probes.Go(func() { w.probe(ctx, cancel) })
+	}
+	defer func() {
+		cancel(nil)
+		probes.Wait()
+	}()
+	// Jitter the server's timeout so that watches do not all resume at
+	// once.
+	timeout := int64(w.d.cfg.WatchTimeout/time.Second) * int64(100+rand.IntN(50)) / 100
+	wi, err := w.d.client(w.ki, "").Watch(ctx, metav1.ListOptions{
+		ResourceVersion:     w.rev,
+		AllowWatchBookmarks: true,
+		TimeoutSeconds:      &timeout,
+	})
+	if err != nil {
+		if cause := context.Cause(ctx); cause != nil && w.ctx.Err() == nil {
+			return cause
+		}
+		return w.watchError(err)
+	}
+	defer wi.Stop()
+	for {
+		var ev watch.Event
+		var ok bool
+		select {
+		case ev, ok = <-wi.ResultChan():
+		case <-ctx.Done():
+			if cause := context.Cause(ctx); cause != nil && w.ctx.Err() == nil {
+				return cause
+			}
+			return nil
+		}
+		if !ok {
+			if cause := context.Cause(ctx); cause != nil && w.ctx.Err() == nil {
+				return cause
+			}
+			return nil
+		}
+		switch ev.Type {
+		case watch.Error:
+			return w.watchError(apierrors.FromObject(ev.Object))
+		case watch.Bookmark:
+			if u, ok := ev.Object.(*unstructured.Unstructured); ok && u.GetResourceVersion() != "" {
+				w.rev = u.GetResourceVersion()
+			}
+		case watch.Added, watch.Modified, watch.Deleted:
+			u, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok {
+				return fmt.Errorf("kubernetes: watch %s: unexpected %T", w.ki.kind, ev.Object)
+			}
+			k := w.key(u)
+			rv := u.GetResourceVersion()
+			old, had := w.known[k]
+			var sent bool
+			switch {
+			case ev.Type == watch.Deleted && !had:
+				sent = true
+			case ev.Type == watch.Deleted:
+				sent = w.reportObject(datastore.Deleted, k, u)
+			case had && old.rv == rv:
+				sent = true
+			case had:
+				sent = w.reportObject(datastore.Modified, k, u)
+			default:
+				sent = w.reportObject(datastore.Added, k, u)
+			}
+			if !sent {
+				return nil
+			}
+			w.rev = rv
+		}
+	}
+}
+
+// watchError wraps the error that ended a watch; an expired version
+// matches ErrExpired.
+func (w *watcher) watchError(err error) error {
+	if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+		return fmt.Errorf("kubernetes: watch %s from resourceVersion %s: %w: %w", w.ki.kind, w.rev, ErrExpired, err)
+	}
+	return mapError("watch", resources.Key{Kind: w.ki.kind}, err)
+}
+
+// probe checks every ProbeInterval that the apiserver answers a read of
+// the kind, and cancels the watch when it does not: a watch on a dead
+// connection would otherwise wait for the transport to notice.
+func (w *watcher) probe(ctx context.Context, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(w.d.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, pcancel := context.WithTimeout(ctx, w.d.cfg.ProbeInterval)
+		_, err := w.d.meta.Resource(w.ki.gvr).List(pctx, metav1.ListOptions{Limit: 1})
+		pcancel()
+		if err != nil && ctx.Err() == nil {
+			cancel(fmt.Errorf("kubernetes: watch %s: %w: %w", w.ki.kind, ErrProbeFailed, err))
+			return
+		}
+	}
+}
+
+// backoff is a jittered exponential back-off: the n-th wait is uniform in
+// [d/2, d] with d = min(max, initial·2^n).
+type backoff struct {
+	initial, max time.Duration
+	n            int
+}
+
+// sleep waits for the next back-off interval; false if ctx ended first.
+func (b *backoff) sleep(ctx context.Context) bool {
+	d := b.initial << min(b.n, 30)
+	if d > b.max || d <= 0 {
+		d = b.max
+	} else {
+		b.n++
+	}
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (b *backoff) reset() { b.n = 0 }

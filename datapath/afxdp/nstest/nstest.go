@@ -219,13 +219,10 @@ func OpenRaw(t testing.TB, ns *NS, ifname string) *Raw {
 }
 
 func ifindex(name string) (int, error) {
-	b, err := os.ReadFile("/sys/class/net/" + name + "/ifindex")
-	if err == nil {
-		var i int
-		_, err = fmt.Sscan(string(b), &i)
-		return i, err
-	}
-	// /sys shows the namespace it was mounted in; ask the kernel instead.
+	// Never read /sys/class/net: /sys shows the namespace it was mounted in
+	// (the host's), so a namespace interface named like a host one (eth0)
+	// would resolve to the host's interface. The ioctl answers for the
+	// calling thread's namespace.
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return 0, err

@@ -14,8 +14,7 @@ import (
 	"github.com/tabbynet/tabby/control/resources"
 )
 
-// The control suite measures the control plane against a real datastore.
-// So far it has one case:
+// The control suite measures the control plane against real components:
 //
 //   - ipam-assign: IPAM assignments of one IPv4 address each (a pod's CNI
 //     ADD) against an embedded single-member etcd with fsync on, by
@@ -24,13 +23,11 @@ import (
 //     metrics per_s (assignments per second, all nodes together) and
 //     p50/p99 (latency of one assignment).
 //
-// Route propagation (a block claimed on one node until its route is
-// programmed on the others) and BGP convergence are cases for the issues
-// that bring routing; they will report under this suite.
+//   - bgp-100k-routes and route-propagation: see runBGP (control_bgp.go).
 func init() {
 	Register(Suite{
 		Name: "control",
-		Doc:  "control plane against embedded etcd: IPAM assignments per second and their latency (4 nodes x 4 goroutines)",
+		Doc:  "control plane: IPAM assignments/s and latency against embedded etcd (4 nodes x 4 goroutines); 100k BGP routes from a BIRD (or GoBGP) peer into datapath.Tables (program_time); block propagation across a 3-node mesh (p50/p99)",
 		Run:  runControl,
 	})
 }
@@ -42,6 +39,14 @@ const (
 )
 
 func runControl(ctx context.Context, opt Options, emit func(Result)) error {
+	if err := runIPAMAssign(ctx, opt, emit); err != nil {
+		return err
+	}
+	return runBGP(ctx, opt, emit)
+}
+
+// runIPAMAssign measures case ipam-assign.
+func runIPAMAssign(ctx context.Context, opt Options, emit func(Result)) error {
 	opt.Progressf("control: starting embedded etcd")
 	srv, err := etcd.StartEmbedded(ctx, etcd.EmbeddedConfig{})
 	if err != nil {

@@ -43,13 +43,6 @@ import (
 //     the route is installed in each of the other two's Tables is one
 //     sample; p50 and p99 over all samples (propSamples advertisements, 10
 //     in quick mode, 2 samples each). Goal: p99 under 500 ms.
-func init() {
-	Register(Suite{
-		Name: "bgp",
-		Doc:  "BGP control plane on loopback: 100k routes from a BIRD (or GoBGP) peer into datapath.Tables (program_time), block propagation across a 3-node mesh (p50/p99)",
-		Run:  runBGP,
-	})
-}
 
 const (
 	bgpRoutes   = 100_000

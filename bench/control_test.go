@@ -1,42 +1,43 @@
 package bench
 
 import (
-	"context"
 	"testing"
 )
 
-// TestQuickControl smoke-tests the control suite: ipam-assign reports a
-// positive rate and latencies with their units.
+// TestQuickControl smoke-tests the control suite: IPAM, BGP programming and
+// route propagation report positive figures with their units, and nothing
+// else.
 func TestQuickControl(t *testing.T) {
-	s, ok := Lookup("control")
-	if !ok {
-		t.Fatal("suite control not registered")
+	got := runQuick(t, "control", "")
+	want := map[key]string{
+		{"ipam-assign", "tabby", "per_s"}:            "assign/s",
+		{"ipam-assign", "tabby", "p50"}:              "ms",
+		{"ipam-assign", "tabby", "p99"}:              "ms",
+		{"bgp-100k-routes", "tabby", "program_time"}: "ms",
+		{"bgp-100k-routes", "tabby", "routes_per_s"}: "routes/s",
+		{"route-propagation", "tabby", "p50"}:        "ms",
+		{"route-propagation", "tabby", "p99"}:        "ms",
 	}
-	res, err := Run(context.Background(), s, Options{Quick: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]string{"per_s": "assign/s", "p50": "ms", "p99": "ms"}
-	got := map[string]Result{}
-	for _, r := range res {
-		if r.Suite != "control" || r.Case != "ipam-assign" || r.Impl != "tabby" {
-			t.Errorf("unexpected result %+v", r)
-		}
-		got[r.Metric] = r
-	}
-	for metric, unit := range want {
-		r, ok := got[metric]
+	for k, unit := range want {
+		r, ok := got[k]
 		switch {
 		case !ok:
-			t.Errorf("missing metric %s", metric)
+			t.Errorf("missing %v", k)
 		case r.Unit != unit:
-			t.Errorf("%s: unit %q, want %q", metric, r.Unit, unit)
+			t.Errorf("%v: unit %q, want %q", k, r.Unit, unit)
 		case !(r.Value > 0):
-			t.Errorf("%s: value %v", metric, r.Value)
+			t.Errorf("%v: value %v", k, r.Value)
 		}
 	}
-	if got["p99"].Value < got["p50"].Value {
-		t.Errorf("p99 %v < p50 %v", got["p99"].Value, got["p50"].Value)
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("unexpected result %v", k)
+		}
+	}
+	for _, c := range []string{"ipam-assign", "route-propagation"} {
+		if p50, p99 := got[key{c, "tabby", "p50"}].Value, got[key{c, "tabby", "p99"}].Value; p99 < p50 {
+			t.Errorf("%s: p99 %v < p50 %v", c, p99, p50)
+		}
 	}
 	for _, tt := range []struct {
 		bt    string

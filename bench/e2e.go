@@ -16,8 +16,10 @@ import (
 func init() {
 	Register(Suite{
 		Name: "e2e",
-		Doc:  "end to end, gen -> dut -> sink namespaces: kernel forwarding vs the afxdp dataplane (pps, loss, latency, CPU); root",
-		Run:  runE2E,
+		Doc: "end to end, gen -> dut -> sink namespaces: kernel forwarding vs the afxdp dataplane (pps, loss, latency, CPU); " +
+			"cases forward, vxlan-encap, vxlan-decap, ipip-encap at 64 and 1500 bytes, and policy-1000, policy-10000 at 64 bytes " +
+			"(network policy of 1k/10k rules: nftables rendered from the same model vs Tabby's classifiers); root",
+		Run: runE2E,
 	})
 }
 
@@ -27,9 +29,11 @@ const (
 	// EnvChart is where the SVG chart goes (default DefaultE2EChart).
 	EnvChart = "TABBY_BENCH_CHART"
 	// EnvE2ESizes adds or replaces frame sizes: "128,512" adds, "=64,128"
-	// replaces.
+	// replaces. It applies to the routing/encapsulation cases (default 64
+	// and 1500) and to the policy cases (default 64 only) alike.
 	EnvE2ESizes = "TABBY_BENCH_E2E_SIZES"
-	// EnvE2ECases restricts the case families (comma-separated).
+	// EnvE2ECases restricts the case families (comma-separated: forward,
+	// vxlan-encap, vxlan-decap, ipip-encap, policy-1000, policy-10000).
 	EnvE2ECases = "TABBY_BENCH_E2E_CASES"
 	// EnvE2EImpls restricts the implementations (kernel, afxdp).
 	EnvE2EImpls = "TABBY_BENCH_E2E_IMPLS"
@@ -128,11 +132,17 @@ func e2eFromEnv(cfg *e2e.Config) error {
 			sizes = append(sizes, n)
 		}
 		if replace {
-			cfg.Sizes = sizes
+			cfg.Sizes, cfg.PolicySizes = sizes, sizes
 		} else {
+			if len(cfg.PolicySizes) == 0 {
+				cfg.PolicySizes = []int{64}
+			}
 			for _, n := range sizes {
 				if !containsInt(cfg.Sizes, n) {
 					cfg.Sizes = append(cfg.Sizes, n)
+				}
+				if !containsInt(cfg.PolicySizes, n) {
+					cfg.PolicySizes = append(cfg.PolicySizes, n)
 				}
 			}
 		}

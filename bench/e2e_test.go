@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,9 +16,11 @@ import (
 )
 
 // TestE2ESuiteQuick runs the e2e suite in quick mode (20k routes, 64-byte
-// frames, ~1 s phases): every case, implementation and metric must be
-// reported, both implementations must deliver traffic, and no namespace of
-// the harness may remain.
+// frames, ~1 s phases, policy-1000 but not policy-10000): every case,
+// implementation and metric must be reported, both implementations must
+// deliver traffic, the policy case must have passed its functional checks
+// and let no denied frame through, and no namespace of the harness may
+// remain.
 func TestE2ESuiteQuick(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: the e2e suite needs root (network namespaces, XDP, AF_XDP sockets)")
@@ -72,6 +75,29 @@ func TestE2ESuiteQuick(t *testing.T) {
 	if v := got[[3]string{"ipip-encap-64", e2e.ImplAFXDP, e2e.MetricPPS}]; !(v > 0) {
 		t.Errorf("ipip-encap-64 afxdp delivered %v pps", v)
 	}
+	// policy-1000-64: afxdp always, kernel when nft is installed.
+	if !slices.Contains(want, [3]string{"policy-1000-64", e2e.ImplAFXDP, e2e.MetricPPS}) {
+		t.Error("quick run without policy-1000-64")
+	}
+	for _, impl := range []string{e2e.ImplKernel, e2e.ImplAFXDP} {
+		key := func(m string) [3]string { return [3]string{"policy-1000-64", impl, m} }
+		if !slices.Contains(want, key(e2e.MetricPPS)) {
+			t.Logf("policy-1000-64 %s not run (nft not installed?)", impl)
+			continue
+		}
+		if v := got[key(e2e.MetricPPS)]; !(v > 0) {
+			t.Errorf("policy-1000-64 %s delivered %v pps", impl, v)
+		}
+		if v := got[key(e2e.MetricPolicyLoad)]; !(v > 0) {
+			t.Errorf("policy-1000-64 %s loaded its policy in %v ms", impl, v)
+		}
+		if v := got[key(e2e.MetricDeniedSent)]; !(v > 1 && v < 10) {
+			t.Errorf("policy-1000-64 %s: %v%% of the frames of denied flows, want about 5%%", impl, v)
+		}
+		if v := got[key(e2e.MetricDeniedLeak)]; v != 0 {
+			t.Errorf("policy-1000-64 %s: %v%% of the denied frames reached the sink", impl, v)
+		}
+	}
 	for _, impl := range []string{e2e.ImplKernel, e2e.ImplAFXDP} {
 		if v := got[[3]string{e2e.CaseRouteLoad, impl, e2e.MetricRoutes}]; v != 20000 {
 			t.Errorf("%s loaded %v routes, want 20000", impl, v)
@@ -104,15 +130,22 @@ func TestE2EFromEnv(t *testing.T) {
 	if err := e2eFromEnv(&cfg); err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(cfg.Sizes) != "[64 1500 128 512]" || fmt.Sprint(cfg.Families) != "[forward vxlan-encap]" ||
+	if fmt.Sprint(cfg.Sizes) != "[64 1500 128 512]" || fmt.Sprint(cfg.PolicySizes) != "[64 128 512]" ||
+		fmt.Sprint(cfg.Families) != "[forward vxlan-encap]" ||
 		fmt.Sprint(cfg.Impls) != "[afxdp]" || cfg.Duration != 2*time.Second || cfg.LatencyDuration != time.Second ||
 		cfg.Reps != 5 || cfg.Routes != 1000 || !cfg.NoKernelRPS {
 		t.Errorf("config from env: %+v", cfg)
 	}
 	t.Setenv(EnvE2ESizes, "=256")
 	cfg = e2e.Default()
-	if err := e2eFromEnv(&cfg); err != nil || fmt.Sprint(cfg.Sizes) != "[256]" {
-		t.Errorf("replacing sizes: %v %v", cfg.Sizes, err)
+	if err := e2eFromEnv(&cfg); err != nil || fmt.Sprint(cfg.Sizes) != "[256]" || fmt.Sprint(cfg.PolicySizes) != "[256]" {
+		t.Errorf("replacing sizes: %v %v %v", cfg.Sizes, cfg.PolicySizes, err)
+	}
+	t.Setenv(EnvE2ESizes, "")
+	t.Setenv(EnvE2ECases, "policy-1000,policy-10000")
+	cfg = e2e.Default()
+	if err := e2eFromEnv(&cfg); err != nil || fmt.Sprint(cfg.Families) != "[policy-1000 policy-10000]" {
+		t.Errorf("policy cases: %v %v", cfg.Families, err)
 	}
 	t.Setenv(EnvE2EReps, "many")
 	if err := e2eFromEnv(&cfg); err == nil {

@@ -157,7 +157,10 @@ func short(v float64) string {
 		return fmt.Sprintf("%.0f", v)
 	case v >= 10:
 		return fmt.Sprintf("%.1f", v)
-	default:
+	case v >= 1 || v == 0:
 		return fmt.Sprintf("%.2f", v)
+	default:
+		// Small values (a kernel policy case's Mpps) keep their digits.
+		return fmt.Sprintf("%.3g", v)
 	}
 }

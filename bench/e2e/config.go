@@ -21,10 +21,31 @@ const (
 	FamilyVXLANEncap = "vxlan-encap"
 	FamilyVXLANDecap = "vxlan-decap"
 	FamilyIPIPEncap  = "ipip-encap"
+	// FamilyPolicy1k and FamilyPolicy10k are the policy cases: pod to pod
+	// traffic through the dut enforcing a policy of 1,000 or 10,000 rules
+	// (see the package documentation).
+	FamilyPolicy1k  = "policy-1000"
+	FamilyPolicy10k = "policy-10000"
 )
 
 // Families lists every case family in the order cases run.
-var Families = []string{FamilyForward, FamilyVXLANEncap, FamilyVXLANDecap, FamilyIPIPEncap}
+var Families = []string{FamilyForward, FamilyVXLANEncap, FamilyVXLANDecap, FamilyIPIPEncap, FamilyPolicy1k, FamilyPolicy10k}
+
+// DefaultFamilies are the families a run without Config.Families runs:
+// every family.
+var DefaultFamilies = Families
+
+// policyRules returns the rule count of a policy family (0 for the
+// others).
+func policyRules(family string) int {
+	switch family {
+	case FamilyPolicy1k:
+		return 1000
+	case FamilyPolicy10k:
+		return 10000
+	}
+	return 0
+}
 
 // Metric names (a public interface: scripts read them).
 const (
@@ -66,6 +87,17 @@ const (
 	// CaseRouteLoad), MetricRoutes how many were loaded.
 	MetricLoadTime = "load_time"
 	MetricRoutes   = "routes"
+	// MetricPolicyLoad (policy cases) is how long installing the case's
+	// policy took, in ms: for kernel `nft -f` of the rendered ruleset, for
+	// afxdp acl.Compile plus Tables.SetPolicy.
+	MetricPolicyLoad = "policy_load_ms"
+	// MetricDeniedSent (policy cases) is the share of the throughput
+	// phase's sent frames that belong to denied flows, in percent; they
+	// are left out of pps and loss_pct (loss is 1 − received/allowed sent).
+	MetricDeniedSent = "denied_sent_pct"
+	// MetricDeniedLeak (policy cases) is the share of those denied frames
+	// that reached the sink, in percent (0 unless the policy leaks).
+	MetricDeniedLeak = "denied_leak_pct"
 )
 
 // CaseRouteLoad is the case under which route loading is reported.
@@ -83,9 +115,12 @@ type Result struct {
 
 // Config configures Run. Zero fields take the defaults (Default).
 type Config struct {
-	// Sizes are the pod frame sizes in bytes (Ethernet, no FCS), 64..1500.
+	// Sizes are the pod frame sizes in bytes (Ethernet, no FCS), 64..1514,
+	// of the routing and encapsulation cases.
 	Sizes []int
-	// Families selects case families (nil: all of Families).
+	// PolicySizes are the frame sizes of the policy cases (nil: 64).
+	PolicySizes []int
+	// Families selects case families (nil: DefaultFamilies).
 	Families []string
 	// Impls selects implementations (nil: kernel and afxdp).
 	Impls []string
@@ -127,6 +162,7 @@ type Config struct {
 func Default() Config {
 	return Config{
 		Sizes:           []int{64, 1500},
+		PolicySizes:     []int{64},
 		Duration:        5 * time.Second,
 		Warmup:          300 * time.Millisecond,
 		LatencyDuration: 3 * time.Second,
@@ -138,10 +174,13 @@ func Default() Config {
 }
 
 // Quick returns a configuration for smoke tests: 20k routes, 64-byte frames,
-// about one second per phase, one rep. Its figures are not to be reported.
+// about one second per phase, one rep, every family but policy-10000. Its
+// figures are not to be reported.
 func Quick() Config {
 	c := Default()
 	c.Sizes = []int{64}
+	c.PolicySizes = []int{64}
+	c.Families = slices.DeleteFunc(slices.Clone(Families), func(f string) bool { return f == FamilyPolicy10k })
 	c.Routes = 20000
 	c.Duration = time.Second
 	c.Warmup = 100 * time.Millisecond
@@ -157,8 +196,11 @@ func (c Config) withDefaults() (Config, error) {
 	if len(c.Sizes) == 0 {
 		c.Sizes = d.Sizes
 	}
+	if len(c.PolicySizes) == 0 {
+		c.PolicySizes = []int{64}
+	}
 	if len(c.Families) == 0 {
-		c.Families = Families
+		c.Families = DefaultFamilies
 	}
 	if len(c.Impls) == 0 {
 		c.Impls = []string{ImplKernel, ImplAFXDP}
@@ -190,7 +232,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	for _, s := range c.Sizes {
+	for _, s := range slices.Concat(c.Sizes, c.PolicySizes) {
 		if s < minFrameLen || s > maxFrameLen {
 			return c, fmt.Errorf("e2e: frame size %d out of range %d..%d", s, minFrameLen, maxFrameLen)
 		}
@@ -203,6 +245,11 @@ func (c Config) withDefaults() (Config, error) {
 	for _, i := range c.Impls {
 		if i != ImplKernel && i != ImplAFXDP {
 			return c, fmt.Errorf("e2e: unknown implementation %q (want kernel or afxdp)", i)
+		}
+	}
+	for _, f := range c.Families {
+		if policyRules(f) > 0 && c.Flows < policyDenyEvery {
+			return c, fmt.Errorf("e2e: %s needs at least %d flows, have %d", f, policyDenyEvery, c.Flows)
 		}
 	}
 	if c.Routes < 0 {
@@ -219,19 +266,40 @@ type caseSpec struct {
 
 func (c caseSpec) name() string { return fmt.Sprintf("%s-%d", c.family, c.size) }
 
-// supports reports whether impl can run the case (no IPIP module here).
-func (c caseSpec) supports(impl string) bool {
-	return !(impl == ImplKernel && c.family == FamilyIPIPEncap)
+func (c caseSpec) isPolicy() bool { return policyRules(c.family) > 0 }
+
+// supports reports whether impl can run the case, and if not why: this
+// kernel has no IPIP module; the kernel's policy cases need nft.
+func (c caseSpec) supports(impl string) (bool, string) {
+	switch {
+	case impl == ImplKernel && c.family == FamilyIPIPEncap:
+		return false, "no IPIP module in this kernel"
+	case impl == ImplKernel && c.isPolicy() && nftBinary() == "":
+		return false, nftMissing
+	}
+	return true, ""
 }
 
-// cases returns the cases of cfg in run order: by size, then family.
+// cases returns the cases of cfg in run order: by size (Sizes, then the
+// PolicySizes not among them), then family; policy families at
+// PolicySizes only, the others at Sizes only.
 func (c *Config) cases() []caseSpec {
 	var out []caseSpec
-	for _, s := range c.Sizes {
+	sizes := slices.Clone(c.Sizes)
+	for _, s := range c.PolicySizes {
+		if !slices.Contains(sizes, s) {
+			sizes = append(sizes, s)
+		}
+	}
+	for _, s := range sizes {
 		for _, f := range Families {
-			if slices.Contains(c.Families, f) {
-				out = append(out, caseSpec{family: f, size: s})
+			if !slices.Contains(c.Families, f) {
+				continue
 			}
+			if policyRules(f) > 0 && !slices.Contains(c.PolicySizes, s) || policyRules(f) == 0 && !slices.Contains(c.Sizes, s) {
+				continue
+			}
+			out = append(out, caseSpec{family: f, size: s})
 		}
 	}
 	return out
@@ -247,10 +315,10 @@ func ExpectedResults(cfg Config) ([][3]string, error) {
 	var out [][3]string
 	for _, cs := range cfg.cases() {
 		for _, impl := range cfg.Impls {
-			if !cs.supports(impl) {
+			if ok, _ := cs.supports(impl); !ok {
 				continue
 			}
-			for _, m := range caseMetrics {
+			for _, m := range cs.metrics() {
 				out = append(out, [3]string{cs.name(), impl, m})
 			}
 		}
@@ -261,3 +329,14 @@ func ExpectedResults(cfg Config) ([][3]string, error) {
 // caseMetrics are the metrics every (case, impl) reports.
 var caseMetrics = []string{MetricPPS, MetricGenPPS, MetricLoss, MetricSinkDrop, MetricCPU, MetricGenCPU,
 	MetricEngineCPU, MetricLatRate, MetricLatLoss, MetricLatP50, MetricLatP99, MetricLatP999}
+
+// policyMetrics are what the policy cases report besides caseMetrics.
+var policyMetrics = []string{MetricPolicyLoad, MetricDeniedSent, MetricDeniedLeak}
+
+// metrics returns the metrics of the case, for every implementation.
+func (c caseSpec) metrics() []string {
+	if c.isPolicy() {
+		return slices.Concat(caseMetrics, policyMetrics)
+	}
+	return caseMetrics
+}

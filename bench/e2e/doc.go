@@ -39,10 +39,65 @@
 //     to the dut's node address 10.10.1.1 for local pods (10.244.1.0/24,
 //     behind the sink); the dut decapsulates and forwards the inner frame.
 //   - ipip-encap-<size> (afxdp only): as vxlan-encap with IP-in-IP.
+//   - policy-1000-<size>, policy-10000-<size>: pod to pod traffic through
+//     the dut enforcing a network policy of 1,000 or 10,000 rules (see
+//     Policy cases below).
 //
 // <size> is the length of the pod's Ethernet frame without FCS (64 is the
 // smallest frame the wire carries); encapsulated frames are 50 (VXLAN) or
-// 20 (IPIP) bytes longer on the underlay.
+// 20 (IPIP) bytes longer on the underlay. The routing and encapsulation
+// cases run at Config.Sizes (default 64 and 1500), the policy cases at
+// Config.PolicySizes (default 64 only; TABBY_BENCH_E2E_SIZES sets both).
+// Every family is in the default run (about a minute per policy case);
+// TABBY_BENCH_E2E_CASES=policy-1000,policy-10000 runs the policy cases
+// alone.
+//
+// # Policy cases
+//
+// One policy model (package acl) for both implementations: the world of
+// acltest.RuleScale with N ingress rules (policies of 10 rules selecting
+// role=target; every rule names its peers, selectors over 2,000 pods
+// elsewhere or CIDRs from a pool; mostly TCP to common ports) plus the
+// lab's pods as endpoints: 64 servers 10.244.1.1-64 behind the sink (role=
+// target, on the dut's node: the policy is compiled for them), 100 clients
+// 10.244.2.1-100 and 32 intruders 10.244.2.201-232 behind gen (another
+// node). Rule N−N/20 (95% deep: 950 of 1,000, 9,500 of 10,000) is replaced
+// by the one rule that allows the clients: UDP to port 9 from app ==
+// 'e2e-client' (a selector: an nftables set of their addresses). The
+// intruders match no rule and are denied at the end of the tier, after the
+// whole list. Gen sends from clients to servers (one flow template per
+// source port), every 20th flow an intruder's (5% of the frames). Those
+// frames carry another marker magic: they are counted apart (MetricDeniedSent,
+// MetricDeniedLeak) and pps and loss_pct are of the allowed frames only.
+//
+//   - kernel: acl.RenderNftables of the world is loaded into the dut with
+//     `nft -f` (table inet tabby; forward hook: established/related accepted,
+//     then verdict maps from the destination address to the servers'
+//     ingress chain, whose rules are the policy's in order, address terms as
+//     named sets), and deleted after the case. The kernel's conntrack is
+//     active in the dut then; one-way UDP flows never become established,
+//     so every frame walks the chain: 950 (9,500) rules for a client's
+//     frame, all of them for an intruder's.
+//   - afxdp: acl.Compile of the same world, Tables.SetPolicy, and
+//     NodeConfig.EnforcePolicy in the policy cases. Tabby's policy stage
+//     consults its conntrack first: a client's flow is classified once (its
+//     first frame after the engine starts) and then allowed as established;
+//     intruders' frames are never tracked, so each one is classified.
+//
+// MetricPolicyLoad is the time `nft -f` took (kernel; rendering is printed
+// apart) or acl.Compile plus SetPolicy (afxdp). Before measuring, each
+// implementation gets a functional check: the allowed flows alone at 20k pps
+// must arrive (at least 90%), the denied flows alone must not (none may);
+// the compiled policy must also match a client's flow with the deep rule
+// and an intruder's with the end of the tier. A failed check fails the case.
+//
+// A caveat that shows most here: the generator's copy-mode AF_XDP frames
+// complete only when the dut has freed them, and the socket's send buffer
+// bounds the frames in flight (a few hundred), fewer than the kernel's
+// backlog holds. A slow kernel path therefore slows the generator instead
+// of dropping: the kernel's policy runs show a low gen_pps with no loss
+// (classified generator-bound) although the dut is the limit; pps, what
+// the sink received, is the same either way.
 //
 // # Generator and sink
 //

@@ -37,6 +37,8 @@ type kernelDUT struct {
 	l        *lab
 	softnet0 uint64
 	vx0      [2]uint64
+	// policy is set while a policy case's nftables table is loaded.
+	policy bool
 }
 
 func (k *kernelDUT) start(_ context.Context, _ caseSpec) error {
@@ -142,8 +144,10 @@ func (a *afxdpDUT) start(ctx context.Context, cs caseSpec) error {
 		return err
 	}
 	node := nodeAddress(cs)
+	// The policy stage runs in the policy cases only (their policy was
+	// published by loadPolicy); the other cases measure routing alone.
 	if err := a.tables.SetNode(datapath.NodeConfig{TunnelIPv4: node, HostPort: datapath.NoPort,
-		DecapIPIP: true, DecapVXLAN: true}); err != nil {
+		DecapIPIP: true, DecapVXLAN: true, EnforcePolicy: cs.isPolicy()}); err != nil {
 		return err
 	}
 	nh := uint32(nhVXLAN)

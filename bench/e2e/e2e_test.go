@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tabbynet/tabby/acl"
 	"github.com/tabbynet/tabby/datapath/header"
 	"github.com/tabbynet/tabby/encap"
 )
@@ -94,7 +95,11 @@ func TestFlowsRoundTrip(t *testing.T) {
 					buf := make([]byte, 256+len(tpl))
 					off := 128
 					copy(buf[off:], tpl)
-					putMarker(buf[off+fs.markOff:], 9, uint64(i), int64(1000+i))
+					magic := uint16(markerMagic)
+					if fs.denied != nil && fs.denied[i] {
+						magic = markerMagicDenied
+					}
+					putMarker(buf[off+fs.markOff:], magic, 9, uint64(i), int64(1000+i))
 					frame := buf[off : off+len(tpl)]
 					// The dut's view: decap first, then the pod frame.
 					if fam == FamilyVXLANDecap {
@@ -125,6 +130,15 @@ func TestFlowsRoundTrip(t *testing.T) {
 						if !sinkPods.Contains(ip.DstAddr()) || !genNodePods.Contains(ip.SrcAddr()) {
 							t.Fatalf("%v -> %v: not remote pod to local pod", ip.SrcAddr(), ip.DstAddr())
 						}
+					case FamilyPolicy1k, FamilyPolicy10k:
+						from := policyClients
+						if fs.denied[i] {
+							from = policyIntruders
+						}
+						if !slices.Contains(policyServers, ip.DstAddr()) || !slices.Contains(from, ip.SrcAddr()) ||
+							!sinkPods.Contains(ip.DstAddr()) || !genPods.Contains(ip.SrcAddr()) {
+							t.Fatalf("%v -> %v (denied %v): not client (or intruder) to server", ip.SrcAddr(), ip.DstAddr(), fs.denied[i])
+						}
 					}
 					var n int
 					switch fam {
@@ -138,12 +152,31 @@ func TestFlowsRoundTrip(t *testing.T) {
 					if len(frame) != fs.wireLen {
 						t.Fatalf("frame at the sink %d bytes, want %d", len(frame), fs.wireLen)
 					}
-					ph, seq, ts, ok := readMarker(frame)
-					if !ok || ph != 9 || seq != uint64(i) || ts != int64(1000+i) {
-						t.Fatalf("marker %v %v %v %v", ph, seq, ts, ok)
+					ph, seq, ts, denied, ok := readMarker(frame)
+					if !ok || ph != 9 || seq != uint64(i) || ts != int64(1000+i) || denied != (fs.denied != nil && fs.denied[i]) {
+						t.Fatalf("marker %v %v %v %v %v", ph, seq, ts, denied, ok)
 					}
 				}
-				if len(seen) < 32 {
+				want := 32
+				if policyRules(fam) > 0 {
+					want = 24 // 64 servers
+					nd := 0
+					for _, d := range fs.denied {
+						if d {
+							nd++
+						}
+					}
+					if nd != 64/policyDenyEvery {
+						t.Errorf("%d denied flows of 64, want %d", nd, 64/policyDenyEvery)
+					}
+					a, d := fs.split()
+					if len(a.templates) != 64-nd || len(d.templates) != nd || a.denied != nil || len(d.denied) != nd || !d.denied[0] {
+						t.Errorf("split: %d allowed, %d denied (%v)", len(a.templates), len(d.templates), d.denied)
+					}
+				} else if fs.denied != nil {
+					t.Error("denied flows outside a policy case")
+				}
+				if len(seen) < want {
 					t.Errorf("only %d distinct destinations in 64 flows", len(seen))
 				}
 			})
@@ -154,22 +187,113 @@ func TestFlowsRoundTrip(t *testing.T) {
 func TestReadMarkerRejects(t *testing.T) {
 	m := header.MAC{2, 0, 0, 0, 0, 1}
 	f := udpFrame(m, m, [4]byte{10, 0, 0, 1}, [4]byte{10, 0, 0, 2}, 1, 64)
-	if _, _, _, ok := readMarker(f); ok {
+	if _, _, _, _, ok := readMarker(f); ok {
 		t.Error("frame without a marker accepted")
 	}
-	putMarker(f[plainHdrLen:], 1, 2, 3)
+	putMarker(f[plainHdrLen:], markerMagic, 1, 2, 3)
 	for i := range len(f) {
-		if _, _, _, ok := readMarker(f[:i]); ok && i < plainHdrLen+markerLen {
+		if _, _, _, _, ok := readMarker(f[:i]); ok && i < plainHdrLen+markerLen {
 			t.Fatalf("truncated frame (%d bytes) accepted", i)
 		}
 	}
 	arp := make([]byte, 60)
 	arp[12], arp[13] = 0x08, 0x06
-	if _, _, _, ok := readMarker(arp); ok {
+	if _, _, _, _, ok := readMarker(arp); ok {
 		t.Error("ARP accepted")
 	}
 	if allocs := testing.AllocsPerRun(100, func() { readMarker(f) }); allocs != 0 {
 		t.Errorf("readMarker allocates %v", allocs)
+	}
+	if _, _, _, denied, ok := readMarker(f); !ok || denied {
+		t.Errorf("allowed frame: denied %v ok %v", denied, ok)
+	}
+	putMarker(f[plainHdrLen:], markerMagicDenied, 1, 2, 3)
+	if ph, seq, ts, denied, ok := readMarker(f); !ok || !denied || ph != 1 || seq != 2 || ts != 3 {
+		t.Errorf("denied frame: %v %v %v %v %v", ph, seq, ts, denied, ok)
+	}
+	putMarker(f[plainHdrLen:], 0x1234, 1, 2, 3)
+	if _, _, _, _, ok := readMarker(f); ok {
+		t.Error("unknown magic accepted")
+	}
+}
+
+// TestPolicyWorld checks the policy cases' world in the policy model: the
+// clients' flows are allowed by the rule 95% deep (by the compiled
+// classifiers and by the first-match reference), the intruders' denied at
+// the end of the tier, and the nftables rendering has that rule at that
+// depth of the servers' ingress chain.
+func TestPolicyWorld(t *testing.T) {
+	for _, n := range []int{1000, 10000} {
+		pw, err := buildPolicyWorld(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pw.allowIndex != n-n/20 {
+			t.Errorf("%d rules: allowing rule at %d", n, pw.allowIndex)
+		}
+		rules := 0
+		for _, p := range pw.state.Policies {
+			rules += len(p.Ingress) + len(p.Egress)
+		}
+		if rules != n {
+			t.Errorf("%d rules wanted, world has %d", n, rules)
+		}
+		c, err := acl.Compile(pw.state, pw.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pw.verifyCompiled(c); err != nil {
+			t.Fatal(err)
+		}
+		ref, err := acl.NewReference(pw.state, pw.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, src := range slices.Concat(policyClients, policyIntruders) {
+			for _, dst := range []netip.Addr{policyServers[0], policyServers[len(policyServers)-1]} {
+				pk := probePacket(src)
+				d := dst.As4()
+				pk.Dst4 = be32(d)
+				v, _, in := ref.Evaluate(&pk)
+				client := slices.Contains(policyClients, src)
+				if client && (v != acl.Allowed || in.Kind != acl.MatchRule || in.Policy != pw.allowPolicy || in.Index != pw.allowRule) {
+					t.Fatalf("%d rules: client %v -> %v: %v %+v", n, src, dst, v, in)
+				}
+				if !client && (v != acl.Denied || in.Kind != acl.MatchEndOfTier) {
+					t.Fatalf("%d rules: intruder %v -> %v: %v %+v", n, src, dst, v, in)
+				}
+				if cv := c.Check(&pk).Verdict; cv != v {
+					t.Fatalf("%d rules: %v -> %v: compiled %v, reference %v", n, src, dst, cv, v)
+				}
+			}
+		}
+		if n > 1000 {
+			continue
+		}
+		rs, err := acl.RenderNftables(pw.state, pw.opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The servers' ingress chain: the allowing rule (UDP to port 9
+		// from a set) is its (allowIndex+1)-th line.
+		in := ""
+		for _, line := range strings.Split(rs, "\n") {
+			if strings.HasPrefix(line, "\tmap in4 {") {
+				in = "found"
+			} else if in == "found" && strings.Contains(line, policyServers[0].String()+" : jump ") {
+				f := strings.Fields(line[strings.Index(line, policyServers[0].String()+" : jump "):])
+				in = strings.TrimRight(f[3], ",}")
+			}
+		}
+		i := strings.Index(rs, "\tchain "+in+"_t0 {\n")
+		if in == "" || in == "found" || i < 0 {
+			t.Fatalf("servers' ingress chain not found (%q)", in)
+		}
+		body := strings.Split(rs[i:], "\n")[1:]
+		if len(body) <= pw.allowIndex || !strings.Contains(body[pw.allowIndex], "meta l4proto 17 ip saddr @") ||
+			!strings.HasSuffix(body[pw.allowIndex], "th dport { 9 } counter return") {
+			t.Fatalf("line %d of chain %s_t0: %q", pw.allowIndex, in, body[min(pw.allowIndex, len(body)-1)])
+		}
 	}
 }
 
@@ -295,16 +419,81 @@ func TestWriteSVG(t *testing.T) {
 	}
 }
 
+// TestPolicySummaryAndChart: a policy case gets its policy line in the
+// summary and its bars in the chart like the other cases.
+func TestPolicySummaryAndChart(t *testing.T) {
+	rs := sampleResults()
+	add := func(impl, m string, v float64) {
+		rs = append(rs, Result{Case: "policy-1000-64", Impl: impl, Metric: m, Value: v})
+	}
+	add(ImplAFXDP, MetricPPS, 200e3)
+	add(ImplAFXDP, MetricLatP99, 20)
+	add(ImplAFXDP, MetricPolicyLoad, 16)
+	add(ImplAFXDP, MetricDeniedSent, 5)
+	add(ImplAFXDP, MetricDeniedLeak, 0)
+	add(ImplKernel, MetricPPS, 50e3)
+	add(ImplKernel, MetricLatP99, 40)
+	add(ImplKernel, MetricPolicyLoad, 130)
+	add(ImplKernel, MetricDeniedSent, 5)
+	add(ImplKernel, MetricDeniedLeak, 0)
+	lines := Summarize(rs)
+	if len(lines) != 3 || !strings.HasPrefix(lines[2], "policy-1000-64: ") || !strings.Contains(lines[2], "afxdp/kernel pps 4.00x") ||
+		!strings.Contains(lines[2], "kernel loaded the policy in 130 ms, 5.0% of its frames were of denied flows, 0.00% of those leaked") ||
+		strings.Contains(lines[0], "loaded the policy") {
+		t.Errorf("summary %q", lines)
+	}
+	var b bytes.Buffer
+	if err := WriteSVG(&b, rs, "policy"); err != nil {
+		t.Fatal(err)
+	}
+	svg := b.String()
+	if short(0.0044) != "0.0044" || short(0.4) != "0.4" || short(0) != "0.00" || short(2.5) != "2.50" {
+		t.Errorf("bar labels %q %q %q %q", short(0.0044), short(0.4), short(0), short(2.5))
+	}
+	if strings.Count(svg, "<title>policy-1000-64 ") != 4 || !strings.Contains(svg, ">policy-1000-64</text>") {
+		t.Errorf("policy case missing from the chart:\n%s", svg)
+	}
+}
+
 func TestConfig(t *testing.T) {
 	exp, err := ExpectedResults(Quick())
 	if err != nil {
 		t.Fatal(err)
 	}
-	// 3 families × 2 impls + ipip × afxdp, 10 metrics each.
-	if len(exp) != 7*len(caseMetrics) {
+	// 3 families × 2 impls + ipip × afxdp, 12 metrics each; policy-1000-64
+	// × 2 impls (kernel only with nft), 15 metrics each.
+	policyImpls := 2
+	if nftBinary() == "" {
+		policyImpls = 1
+	}
+	if len(exp) != 7*len(caseMetrics)+policyImpls*(len(caseMetrics)+len(policyMetrics)) {
 		t.Errorf("%d expected results", len(exp))
 	}
-	for _, bad := range []Config{{Sizes: []int{40}}, {Families: []string{"nope"}}, {Impls: []string{"dpdk"}}, {Routes: -1}} {
+	if !slices.Contains(exp, [3]string{"policy-1000-64", ImplAFXDP, MetricPolicyLoad}) ||
+		slices.ContainsFunc(exp, func(k [3]string) bool { return strings.HasPrefix(k[0], FamilyPolicy10k) }) {
+		t.Error("quick run: policy-1000-64 wanted, policy-10000 not")
+	}
+	names := func(c Config) string {
+		c, err := c.withDefaults()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, cs := range c.cases() {
+			out = append(out, cs.name())
+		}
+		return strings.Join(out, " ")
+	}
+	if got, want := names(Config{}), "forward-64 vxlan-encap-64 vxlan-decap-64 ipip-encap-64 policy-1000-64 policy-10000-64 "+
+		"forward-1500 vxlan-encap-1500 vxlan-decap-1500 ipip-encap-1500"; got != want {
+		t.Errorf("default cases %q, want %q", got, want)
+	}
+	if got, want := names(Config{Families: []string{FamilyPolicy10k, FamilyForward}, Sizes: []int{128}, PolicySizes: []int{64, 128}}),
+		"forward-128 policy-10000-128 policy-10000-64"; got != want {
+		t.Errorf("cases %q, want %q", got, want)
+	}
+	for _, bad := range []Config{{Sizes: []int{40}}, {PolicySizes: []int{2000}}, {Families: []string{"nope"}}, {Impls: []string{"dpdk"}},
+		{Routes: -1}, {Families: []string{FamilyPolicy1k}, Flows: 10}} {
 		if _, err := bad.withDefaults(); err == nil {
 			t.Errorf("config %+v accepted", bad)
 		}

@@ -23,7 +23,10 @@ import (
 // the previous one.
 const (
 	markerMagic = 0x7ab1
-	markerLen   = 20
+	// markerMagicDenied marks the frames of flows the policy denies (the
+	// sink counts those that arrive as leaked).
+	markerMagicDenied = 0x7ab2
+	markerLen         = 20
 	// plainHdrLen is Ethernet + IPv4 + UDP: where the payload starts.
 	plainHdrLen = header.EthernetLen + header.IPv4MinLen + header.UDPLen
 	// minFrameLen and maxFrameLen bound the pod frame size: the marker must
@@ -48,6 +51,25 @@ type flowSet struct {
 	// wireLen is the length of the frame as the sink receives it (after
 	// the dut's encapsulation or decapsulation).
 	wireLen int
+	// denied marks the templates of flows the case's policy denies (nil:
+	// none). Their frames carry markerMagicDenied.
+	denied []bool
+}
+
+// split returns the flow set's allowed flows and its denied flows as two
+// flow sets.
+func (fs *flowSet) split() (allowed, denied *flowSet) {
+	allowed = &flowSet{frameLen: fs.frameLen, markOff: fs.markOff, wireLen: fs.wireLen}
+	denied = &flowSet{frameLen: fs.frameLen, markOff: fs.markOff, wireLen: fs.wireLen}
+	for i, t := range fs.templates {
+		if fs.denied != nil && fs.denied[i] {
+			denied.templates = append(denied.templates, t)
+			denied.denied = append(denied.denied, true)
+		} else {
+			allowed.templates = append(allowed.templates, t)
+		}
+	}
+	return allowed, denied
 }
 
 // macs are the link-layer addresses the frames need.
@@ -74,6 +96,8 @@ func buildFlows(cs caseSpec, n int, m macs, forwardDst []netip.Prefix, seed uint
 		fs.wireLen = cs.size + encap.VXLANOverhead
 	case FamilyIPIPEncap:
 		fs.wireLen = cs.size + encap.IPIPOverhead
+	case FamilyPolicy1k, FamilyPolicy10k:
+		fs.denied = make([]bool, n)
 	case FamilyVXLANDecap:
 		// The generator is a remote node: its tunnel to the dut.
 		var err error
@@ -101,6 +125,15 @@ func buildFlows(cs caseSpec, n int, m macs, forwardDst []netip.Prefix, seed uint
 		case FamilyVXLANDecap:
 			src = randomIn(rng, genNodePods)
 			dst = randomIn(rng, sinkPods)
+		case FamilyPolicy1k, FamilyPolicy10k:
+			// Clients behind gen to servers behind the sink; every
+			// policyDenyEvery-th flow is an intruder's.
+			from := policyClients
+			if i%policyDenyEvery == policyDenyEvery-1 {
+				from = policyIntruders
+				fs.denied[i] = true
+			}
+			src, dst = from[rng.IntN(len(from))].As4(), policyServers[rng.IntN(len(policyServers))].As4()
 		}
 		frame := udpFrame(m.dutIn, m.gen, src, dst, sport, cs.size)
 		if tun != nil {
@@ -154,10 +187,11 @@ func udpFrame(dstMAC, srcMAC header.MAC, src, dst [4]byte, sport uint16, frameLe
 	return b
 }
 
-// putMarker writes the marker at b[0:markerLen].
-func putMarker(b []byte, phase uint16, seq uint64, ts int64) {
+// putMarker writes the marker at b[0:markerLen] (magic: markerMagic or
+// markerMagicDenied).
+func putMarker(b []byte, magic, phase uint16, seq uint64, ts int64) {
 	_ = b[markerLen-1]
-	binary.BigEndian.PutUint16(b[0:], markerMagic)
+	binary.BigEndian.PutUint16(b[0:], magic)
 	binary.BigEndian.PutUint16(b[2:], phase)
 	binary.LittleEndian.PutUint64(b[4:], seq)
 	binary.LittleEndian.PutUint64(b[12:], uint64(ts))
@@ -166,19 +200,20 @@ func putMarker(b []byte, phase uint16, seq uint64, ts int64) {
 // readMarker finds the marker in a received frame: Ethernet, IPv4, then UDP
 // to the VXLAN port (an inner Ethernet frame follows), IP-in-IP (an inner
 // IPv4 packet follows) or plain UDP (the payload starts with the marker).
-// It does not allocate; ok is false for anything else.
-func readMarker(frame []byte) (phase uint16, seq uint64, ts int64, ok bool) {
+// It does not allocate; ok is false for anything else. denied is set for
+// a frame of a denied flow (markerMagicDenied).
+func readMarker(frame []byte) (phase uint16, seq uint64, ts int64, denied, ok bool) {
 	if len(frame) < header.EthernetLen || binary.BigEndian.Uint16(frame[12:]) != header.EtherTypeIPv4 {
-		return 0, 0, 0, false
+		return 0, 0, 0, false, false
 	}
 	ip := frame[header.EthernetLen:]
 	for depth := 0; depth < 3; depth++ {
 		if len(ip) < header.IPv4MinLen || ip[0]>>4 != 4 {
-			return 0, 0, 0, false
+			return 0, 0, 0, false, false
 		}
 		ihl := int(ip[0]&0x0f) * 4
 		if ihl < header.IPv4MinLen || len(ip) < ihl {
-			return 0, 0, 0, false
+			return 0, 0, 0, false, false
 		}
 		l4 := ip[ihl:]
 		switch ip[9] {
@@ -187,26 +222,33 @@ func readMarker(frame []byte) (phase uint16, seq uint64, ts int64, ok bool) {
 			continue
 		case header.ProtoUDP:
 		default:
-			return 0, 0, 0, false
+			return 0, 0, 0, false, false
 		}
 		if len(l4) < header.UDPLen {
-			return 0, 0, 0, false
+			return 0, 0, 0, false, false
 		}
 		if binary.BigEndian.Uint16(l4[2:]) == header.VXLANPort {
 			inner := l4[header.UDPLen:]
 			if len(inner) < header.VXLANLen+header.EthernetLen ||
 				binary.BigEndian.Uint16(inner[header.VXLANLen+12:]) != header.EtherTypeIPv4 {
-				return 0, 0, 0, false
+				return 0, 0, 0, false, false
 			}
 			ip = inner[header.VXLANLen+header.EthernetLen:]
 			continue
 		}
 		p := l4[header.UDPLen:]
-		if len(p) < markerLen || binary.BigEndian.Uint16(p[0:]) != markerMagic {
-			return 0, 0, 0, false
+		if len(p) < markerLen {
+			return 0, 0, 0, false, false
+		}
+		switch binary.BigEndian.Uint16(p[0:]) {
+		case markerMagic:
+		case markerMagicDenied:
+			denied = true
+		default:
+			return 0, 0, 0, false, false
 		}
 		return binary.BigEndian.Uint16(p[2:]), binary.LittleEndian.Uint64(p[4:]),
-			int64(binary.LittleEndian.Uint64(p[12:])), true
+			int64(binary.LittleEndian.Uint64(p[12:])), denied, true
 	}
-	return 0, 0, 0, false
+	return 0, 0, 0, false, false
 }

@@ -167,19 +167,21 @@ type runner struct {
 	duts   map[string]dutImpl
 	emit   func(Result)
 	routes []netip.Prefix
+	// policies caches the policy worlds by rule count.
+	policies map[int]*policyWorld
 }
 
 // runCase runs the throughput phases (alternating implementations, Reps
 // times), then a latency phase per implementation at a rate both sustained,
 // and emits the case's results.
-func (r *runner) runCase(ctx context.Context, cs caseSpec) error {
+func (r *runner) runCase(ctx context.Context, cs caseSpec) (err error) {
 	cfg, p := r.cfg, r.cfg.Progress
 	var impls []string
 	for _, impl := range cfg.Impls {
-		if cs.supports(impl) {
+		if ok, why := cs.supports(impl); ok {
 			impls = append(impls, impl)
 		} else {
-			p("%s: %s skipped (no IPIP module in this kernel)", cs.name(), impl)
+			p("%s: %s skipped (%s)", cs.name(), impl, why)
 		}
 	}
 	if len(impls) == 0 {
@@ -189,6 +191,18 @@ func (r *runner) runCase(ctx context.Context, cs caseSpec) error {
 	if err != nil {
 		return err
 	}
+	policyLoad := map[string]time.Duration{}
+	if cs.isPolicy() {
+		unload, perr := r.setupPolicy(ctx, cs, impls, fs, policyLoad)
+		defer func() {
+			if uerr := unload(); uerr != nil {
+				err = errors.Join(err, fmt.Errorf("unload policy: %w", uerr))
+			}
+		}()
+		if perr != nil {
+			return perr
+		}
+	}
 	thr := map[string][]phaseResult{}
 	for rep := range cfg.Reps {
 		for _, impl := range impls {
@@ -197,9 +211,9 @@ func (r *runner) runCase(ctx context.Context, cs caseSpec) error {
 				return fmt.Errorf("%s throughput: %w", impl, err)
 			}
 			thr[impl] = append(thr[impl], res)
-			p("%s %s rep %d/%d: sent %d (%.3f Mpps) delivered %d (%.3f Mpps) loss %.2f%%; sink socket drops %d, reordered %d, stray %d; "+
+			p("%s %s rep %d/%d: sent %d (%.3f Mpps)%s delivered %d (%.3f Mpps) loss %.2f%%; sink socket drops %d, reordered %d, stray %d; "+
 				"machine %.2f CPUs busy (%s) => %.2f CPU-s/Mpkt; traffic thread %.0f%% of a CPU, other harness threads %.0f%%; dut: %s; %s",
-				cs.name(), impl, rep+1, cfg.Reps, res.sent, res.genPPS()/1e6, res.recv, res.pps()/1e6, res.lossPct(),
+				cs.name(), impl, rep+1, cfg.Reps, res.sent, res.genPPS()/1e6, deniedNote(cs, res), res.recv, res.pps()/1e6, res.lossPct(),
 				res.sinkDrops, res.reordered, res.stray, res.cpu.cores, res.cpu, res.cpuPerMpkt(), 100*res.threadCPU, 100*res.otherCPU,
 				dr.detail, res.veth)
 		}
@@ -225,15 +239,23 @@ func (r *runner) runCase(ctx context.Context, cs caseSpec) error {
 			return fmt.Errorf("%s latency: %w", impl, err)
 		}
 		lat[impl] = res
-		p("%s %s latency at %.0f pps (%.0f%% of the lower max): sent %d (%d slots skipped: generator not running) delivered %d loss %.3f%%, "+
+		p("%s %s latency at %.0f pps (%.0f%% of the lower max): sent %d (%d slots skipped: generator not running)%s delivered %d loss %.3f%%, "+
 			"%d samples: p50 %.1fµs p99 %.1fµs p99.9 %.1fµs; machine %.2f CPUs busy, traffic thread %.0f%%, other harness threads %.0f%%; dut: %s; %s",
-			cs.name(), impl, rate, 100*cfg.LatencyFraction, res.sent, res.skipped, res.recv, res.lossPct(), res.latSamples,
+			cs.name(), impl, rate, 100*cfg.LatencyFraction, res.sent, res.skipped, deniedNote(cs, res), res.recv, res.lossPct(), res.latSamples,
 			res.p50/1e3, res.p99/1e3, res.p999/1e3, res.cpu.cores, 100*res.threadCPU, 100*res.otherCPU, dr.detail, res.veth)
 	}
 	// afxdp first: the bench table's ratio column then reads afxdp/kernel.
 	for _, impl := range emitOrder(impls) {
 		a, lr := best[impl], lat[impl]
-		for _, m := range []Result{
+		var extra []Result
+		if cs.isPolicy() {
+			extra = []Result{
+				{Metric: MetricPolicyLoad, Value: ms(policyLoad[impl]), Unit: "ms"},
+				{Metric: MetricDeniedSent, Value: a.deniedSentPct(), Unit: "%"},
+				{Metric: MetricDeniedLeak, Value: a.leakPct(), Unit: "%"},
+			}
+		}
+		for _, m := range append([]Result{
 			{Metric: MetricPPS, Value: a.pps(), Unit: "pps"},
 			{Metric: MetricGenPPS, Value: a.genPPS(), Unit: "pps"},
 			{Metric: MetricLoss, Value: a.lossPct(), Unit: "%"},
@@ -246,12 +268,76 @@ func (r *runner) runCase(ctx context.Context, cs caseSpec) error {
 			{Metric: MetricLatP50, Value: lr.p50 / 1e3, Unit: "µs"},
 			{Metric: MetricLatP99, Value: lr.p99 / 1e3, Unit: "µs"},
 			{Metric: MetricLatP999, Value: lr.p999 / 1e3, Unit: "µs"},
-		} {
+		}, extra...) {
 			m.Case, m.Impl = cs.name(), impl
 			r.emit(m)
 		}
 	}
 	return nil
+}
+
+// setupPolicy prepares a policy case: builds its policy world (once per
+// rule count), installs it in every implementation (recording the load
+// times in load) and checks in each that an allowed flow passes and a
+// denied one does not. unload removes the policy again (the kernel's
+// nftables table; the afxdp tables only enforce it in policy cases); it
+// is set even when err is.
+func (r *runner) setupPolicy(ctx context.Context, cs caseSpec, impls []string, fs *flowSet,
+	load map[string]time.Duration) (unload func() error, err error) {
+	p := r.cfg.Progress
+	var loaded []policyDUT
+	unload = func() error {
+		var errs []error
+		for _, d := range loaded {
+			errs = append(errs, d.unloadPolicy())
+		}
+		return errors.Join(errs...)
+	}
+	n := policyRules(cs.family)
+	pw := r.policies[n]
+	if pw == nil {
+		t0 := time.Now()
+		if pw, err = buildPolicyWorld(n); err != nil {
+			return unload, err
+		}
+		if r.policies == nil {
+			r.policies = map[int]*policyWorld{}
+		}
+		r.policies[n] = pw
+		p("%s: policy of %d rules (acltest.RuleScale: selectors over 2000 pods, CIDRs, mostly TCP ports) for the %d servers behind the sink; "+
+			"rule %d (%s rule %d) allows UDP/%d from the %d clients behind gen; the %d intruders' flows (1 in %d) match no rule; built in %.0f ms",
+			cs.name(), n, len(policyServers), pw.allowIndex+1, pw.allowPolicy, pw.allowRule, udpDstPort, len(policyClients),
+			len(policyIntruders), policyDenyEvery, ms(time.Since(t0)))
+	}
+	for _, impl := range impls {
+		d, ok := r.duts[impl].(policyDUT)
+		if !ok {
+			return unload, fmt.Errorf("%s cannot load a policy", impl)
+		}
+		loaded = append(loaded, d)
+		t, desc, err := d.loadPolicy(pw)
+		if err != nil {
+			return unload, fmt.Errorf("%s: load policy: %w", impl, err)
+		}
+		load[impl] = t
+		p("%s %s: policy loaded in %.0f ms: %s", cs.name(), impl, ms(t), desc)
+	}
+	for _, impl := range impls {
+		desc, err := r.checkPolicy(ctx, cs, impl, fs)
+		if err != nil {
+			return unload, fmt.Errorf("%s: %w", impl, err)
+		}
+		p("%s %s: functional check passed: %s", cs.name(), impl, desc)
+	}
+	return unload, nil
+}
+
+// deniedNote describes the denied flows' frames of a policy case's phase.
+func deniedNote(cs caseSpec, r phaseResult) string {
+	if !cs.isPolicy() {
+		return ""
+	}
+	return fmt.Sprintf(", of which %d (%.1f%%) of denied flows (%d reached the sink)", r.deniedSent, r.deniedSentPct(), r.leaked)
 }
 
 // runPhase starts impl for cs, runs one traffic phase and stops impl.

@@ -134,9 +134,29 @@ func Summarize(results []Result) []string {
 				}
 			}
 		}
+		line += policyNote(v)
 		lines = append(lines, line)
 	}
 	return lines
+}
+
+// policyNote describes a policy case's policy loading and denied flows.
+func policyNote(v *caseView) string {
+	var parts []string
+	for _, impl := range v.impls {
+		load, ok := v.get(impl, MetricPolicyLoad)
+		if !ok {
+			continue
+		}
+		leak, _ := v.get(impl, MetricDeniedLeak)
+		denied, _ := v.get(impl, MetricDeniedSent)
+		parts = append(parts, fmt.Sprintf("%s loaded the policy in %.0f ms, %.1f%% of its frames were of denied flows, %.2f%% of those leaked",
+			impl, load, denied, leak))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(parts, "; ")
 }
 
 func metWord(ok bool) string {

@@ -70,6 +70,9 @@ type phaseResult struct {
 	// latencies were recorded.
 	p50, p99, p999 float64
 	latSamples     uint64
+	// deniedSent counts the sent frames of denied flows (policy cases);
+	// leaked those of them the sink received (not counted in recv).
+	deniedSent, leaked uint64
 	// veth counts the drops of the veths on the path (filled in by the
 	// runner).
 	veth vethDrops
@@ -99,12 +102,21 @@ func (r phaseResult) genPPS() float64 {
 	return float64(r.sent) / r.elapsed.Seconds()
 }
 
+// lossPct is the loss of the frames that should have arrived: denied
+// flows' frames are neither sent nor lost for it.
 func (r phaseResult) lossPct() float64 {
-	if r.sent == 0 {
+	allowed := r.sent - min(r.deniedSent, r.sent)
+	if allowed == 0 {
 		return 100
 	}
-	return 100 * max(0, 1-float64(r.recv)/float64(r.sent))
+	return 100 * max(0, 1-float64(r.recv)/float64(allowed))
 }
+
+// deniedSentPct is the share of sent frames that belong to denied flows.
+func (r phaseResult) deniedSentPct() float64 { return pct(r.deniedSent, r.sent) }
+
+// leakPct is the share of the denied flows' frames that reached the sink.
+func (r phaseResult) leakPct() float64 { return pct(r.leaked, r.deniedSent) }
 
 type phaseReq struct {
 	p    phase
@@ -140,6 +152,8 @@ type endpoint struct {
 	recv      uint64
 	recvBytes uint64
 	stray     uint64
+	// leaked counts frames of denied flows received.
+	leaked uint64
 	// skipped counts fixed-rate send slots skipped after a stall.
 	skipped uint64
 	// maxSeq is the highest sequence number received; reordered counts
@@ -291,7 +305,7 @@ func (e *endpoint) runPhase(p phase) phaseResult {
 		return r
 	}
 	t0, p0 := rusage(unix.RUSAGE_THREAD), rusage(unix.RUSAGE_SELF)
-	r.sent, r.elapsed = e.send(p.flows, p.duration, p.rate)
+	r.sent, r.deniedSent, r.elapsed = e.send(p.flows, p.duration, p.rate)
 	t1, p1 := rusage(unix.RUSAGE_THREAD), rusage(unix.RUSAGE_SELF)
 	c1, err := readCPUStat()
 	if err != nil {
@@ -305,7 +319,7 @@ func (e *endpoint) runPhase(p phase) phaseResult {
 	}
 	e.drain(100*time.Millisecond, 2*time.Second)
 	g1, s1 := e.gs.Stats(), e.ss.Stats()
-	r.recv, r.recvBytes, r.stray, r.skipped = e.recv, e.recvBytes, e.stray, e.skipped
+	r.recv, r.recvBytes, r.stray, r.skipped, r.leaked = e.recv, e.recvBytes, e.stray, e.skipped, e.leaked
 	r.reordered = e.reordered
 	r.sinkDrops = (s1.KernelRxDropped - s0.KernelRxDropped) + (s1.KernelRxRingFull - s0.KernelRxRingFull)
 	r.genTxRingFull = g1.TxRingFull - g0.TxRingFull
@@ -367,14 +381,15 @@ func rusage(who int) time.Duration {
 // beginRecv starts counting the frames of phase id.
 func (e *endpoint) beginRecv(id uint16, record bool) {
 	e.cur, e.record = id, record
-	e.recv, e.recvBytes, e.stray, e.skipped = 0, 0, 0, 0
+	e.recv, e.recvBytes, e.stray, e.skipped, e.leaked = 0, 0, 0, 0, 0
 	e.maxSeq, e.reordered = 0, 0
 }
 
 // send transmits the flows' frames, round robin, for d (as fast as possible,
 // or at rate packets per second), draining the sink between batches. It
-// returns how many frames the TX ring took and how long sending lasted.
-func (e *endpoint) send(fs *flowSet, d time.Duration, rate float64) (sent uint64, elapsed time.Duration) {
+// returns how many frames the TX ring took, how many of those were of
+// denied flows, and how long sending lasted.
+func (e *endpoint) send(fs *flowSet, d time.Duration, rate float64) (sent, deniedSent uint64, elapsed time.Duration) {
 	start := e.now()
 	end := start + d.Nanoseconds()
 	next := 0
@@ -410,23 +425,40 @@ func (e *endpoint) send(fs *flowSet, d time.Duration, rate float64) (sent uint64
 			continue
 		}
 		ts := e.now()
+		first := next
 		for i := range e.txb[:n] {
 			f := &e.txb[i]
 			t := fs.templates[next]
+			magic := uint16(markerMagic)
+			if fs.denied != nil && fs.denied[next] {
+				magic = markerMagicDenied
+			}
 			if next++; next == len(fs.templates) {
 				next = 0
 			}
 			b := f.Buf[f.Off : f.Off+fs.frameLen]
 			copy(b[:fs.markOff], t[:fs.markOff])
-			putMarker(b[fs.markOff:], e.cur, seq, ts)
+			putMarker(b[fs.markOff:], magic, e.cur, seq, ts)
 			seq++
 			f.Len = fs.frameLen
 		}
 		slots += int64(n)
-		sent += uint64(e.gs.Transmit(e.txb[:n]))
+		// Transmit queues a prefix of the batch (the rest is refused
+		// for a full ring); the refused frames' flows go first in the
+		// next batch, so that every flow gets its share of the frames.
+		m := e.gs.Transmit(e.txb[:n])
+		sent += uint64(m)
+		next = (first + m) % len(fs.templates)
+		if fs.denied != nil {
+			for i := range m {
+				if fs.denied[(first+i)%len(fs.templates)] {
+					deniedSent++
+				}
+			}
+		}
 		e.poll()
 	}
-	return sent, time.Duration(e.now() - start)
+	return sent, deniedSent, time.Duration(e.now() - start)
 }
 
 // poll drains the sink's RX ring (a few batches) and counts the frames of
@@ -440,9 +472,13 @@ func (e *endpoint) poll() {
 		rts := e.now()
 		for i := range e.rxb[:n] {
 			f := &e.rxb[i]
-			ph, seq, ts, ok := readMarker(f.Buf[f.Off : f.Off+f.Len])
+			ph, seq, ts, denied, ok := readMarker(f.Buf[f.Off : f.Off+f.Len])
 			if !ok || ph != e.cur {
 				e.stray++
+				continue
+			}
+			if denied {
+				e.leaked++
 				continue
 			}
 			if seq < e.maxSeq {
@@ -471,9 +507,9 @@ func (e *endpoint) drain(idle, limit time.Duration) {
 			return
 		}
 		e.gs.Service()
-		before := e.recv + e.stray
+		before := e.recv + e.stray + e.leaked
 		e.poll()
-		if e.recv+e.stray != before {
+		if e.recv+e.stray+e.leaked != before {
 			last = now
 		} else if now-last > idle.Nanoseconds() && e.gs.TxOutstanding() == 0 {
 			return

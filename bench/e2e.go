@@ -47,6 +47,9 @@ const (
 	// EnvE2EKernelRPS=0 turns off RPS for the kernel implementation (the
 	// kernel then forwards on the generator's CPU).
 	EnvE2EKernelRPS = "TABBY_BENCH_E2E_KERNEL_RPS"
+	// EnvE2EPinWorker=1 pins the afxdp DUT's worker to the CPU the traffic
+	// thread does not use.
+	EnvE2EPinWorker = "TABBY_BENCH_E2E_PIN_WORKER"
 )
 
 // DefaultE2EChart is the chart path when EnvChart is unset.
@@ -159,6 +162,13 @@ func e2eFromEnv(cfg *e2e.Config) error {
 			return fmt.Errorf("%s: %w", EnvE2EKernelRPS, err)
 		}
 		cfg.NoKernelRPS = !on
+	}
+	if v := os.Getenv(EnvE2EPinWorker); v != "" {
+		on, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", EnvE2EPinWorker, err)
+		}
+		cfg.PinWorker = on
 	}
 	for _, d := range []struct {
 		env string

@@ -149,6 +149,10 @@ type Config struct {
 	// the CPUs the traffic thread does not use, where the afxdp worker
 	// runs too; without it the kernel forwards on the generator's CPU.
 	NoKernelRPS bool
+	// PinWorker pins the afxdp DUT's worker thread to the CPU the traffic
+	// thread does not use (engine.Config.WorkerCPUs). Off by default: on
+	// this shared 2-vCPU machine its effect was not measurable.
+	PinWorker bool
 	// Progress receives one line per step (nil: discarded).
 	Progress func(format string, args ...any)
 	// Emit, if set, receives every result as soon as it is measured.

@@ -175,6 +175,7 @@ func (a *afxdpDUT) start(ctx context.Context, cs caseSpec) error {
 		NodeAddress:   node,
 		HostAddresses: []netip.Addr{dutInIP, dutOut},
 		Netns:         a.l.dut.Handle(),
+		WorkerCPUs:    []int{a.l.workerCPU},
 		Logger:        a.log,
 	})
 	if err != nil {

@@ -80,6 +80,9 @@ func Run(ctx context.Context, cfg Config) (results []Result, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("e2e: topology: %w", err)
 	}
+	if cfg.PinWorker {
+		l.workerCPU = dutWorkerCPU()
+	}
 
 	v4, _, err := bgptable.Prefixes()
 	if err != nil {

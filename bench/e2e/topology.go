@@ -117,6 +117,8 @@ type lab struct {
 	gen, dut, sink     *topo.Netns
 	genMAC, dutInMAC   header.MAC
 	dutOutMAC, sinkMAC header.MAC
+	// workerCPU is the CPU the afxdp DUT's worker is pinned to (-1: none).
+	workerCPU int
 }
 
 func toMAC(hw net.HardwareAddr) header.MAC {
@@ -129,7 +131,7 @@ func toMAC(hw net.HardwareAddr) header.MAC {
 // implementation shares: addresses, permanent neighbours, sysctls, no TX
 // checksum offload on the veths.
 func buildLab(tp *topo.Topology) (*lab, error) {
-	l := &lab{tp: tp}
+	l := &lab{tp: tp, workerCPU: -1}
 	var err error
 	if l.gen, err = tp.Namespace("gen"); err != nil {
 		return nil, err
@@ -267,6 +269,15 @@ func (l *lab) setupKernelDataplane(rps bool) error {
 
 // trafficCPU is the CPU the traffic thread is pinned to.
 const trafficCPU = 0
+
+// dutWorkerCPU is the CPU the afxdp DUT's worker is pinned to: the one after
+// the traffic thread's (-1, no pinning, on a single-CPU machine).
+func dutWorkerCPU() int {
+	if runtime.NumCPU() < 2 {
+		return -1
+	}
+	return (trafficCPU + 1) % runtime.NumCPU()
+}
 
 // otherCPUsMask returns the hex CPU mask of every CPU but trafficCPU.
 func otherCPUsMask() string {

@@ -101,6 +101,12 @@ type Config struct {
 	// completion), a power of two (default 1024).
 	RingSize int
 
+	// WorkerCPUs pins worker i's thread to CPU WorkerCPUs[i] (a worker
+	// without an entry, or with a negative one, is not pinned). Pin workers
+	// to cores nothing else runs on: a poll-mode worker that the scheduler
+	// preempts adds milliseconds to the latency of every packet it holds.
+	WorkerCPUs []int
+
 	// Logger receives setup and teardown messages (default: discard).
 	// Nothing is logged per packet.
 	Logger *slog.Logger

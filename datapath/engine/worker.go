@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tabbynet/tabby/acl"
 	"github.com/tabbynet/tabby/datapath"
@@ -71,6 +74,22 @@ func (w *worker) start(ctx context.Context, cfg *Config) error {
 // returns.
 func (w *worker) run(ctx context.Context, cfg *Config) {
 	defer close(w.done)
+	if w.id < len(cfg.WorkerCPUs) && cfg.WorkerCPUs[w.id] >= 0 {
+		cpu := cfg.WorkerCPUs[w.id]
+		// Locked and never unlocked: afxdp.Run locks the goroutine to
+		// this same thread, and when the goroutine ends the runtime
+		// retires the thread instead of reusing it with our affinity.
+		runtime.LockOSThread()
+		var set unix.CPUSet
+		if cpu < runtime.NumCPU() {
+			set.Set(cpu)
+		}
+		if set.Count() == 0 {
+			cfg.Logger.Warn("cannot pin worker: no such CPU", "worker", w.id, "cpu", cpu, "cpus", runtime.NumCPU())
+		} else if err := unix.SchedSetaffinity(0, &set); err != nil {
+			cfg.Logger.Warn("cannot pin worker", "worker", w.id, "cpu", cpu, "err", err)
+		}
+	}
 	// Flow records of policy Log rules are drained between batches (only
 	// when there are some: draining an empty ring costs a comparison).
 	logRecord := func(r *acl.LogRecord) {

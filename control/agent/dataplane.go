@@ -39,12 +39,35 @@ type afxdpDataplane struct {
 	tables *datapath.Tables
 	eng    *engine.Engine
 	ports  map[string]enginePort
+	// hostPolicy enforces host-endpoint policy on traffic to and from the
+	// node itself, which the XDP program passes to the kernel: the same
+	// model rendered as nftables (only loaded while host endpoints exist).
+	hostPolicy *kernelDataplane
+	hostLoaded bool
 }
 
 func (d *afxdpDataplane) name() string { return "afxdp" }
 
-func (d *afxdpDataplane) setPolicy(c *acl.Compiled, _ func() *acl.State) error {
-	return d.tables.SetPolicy(c)
+func (d *afxdpDataplane) setPolicy(c *acl.Compiled, state func() *acl.State) error {
+	if err := d.tables.SetPolicy(c); err != nil {
+		return err
+	}
+	if d.hostPolicy == nil {
+		return nil
+	}
+	st := state()
+	hasHost := false
+	for i := range st.Endpoints {
+		hasHost = hasHost || st.Endpoints[i].Host
+	}
+	if !hasHost && !d.hostLoaded {
+		return nil
+	}
+	if err := d.hostPolicy.setPolicy(c, func() *acl.State { return st }); err != nil {
+		return fmt.Errorf("host-endpoint policy: %w", err)
+	}
+	d.hostLoaded = hasHost
+	return nil
 }
 
 func (d *afxdpDataplane) counters() (datapath.Counters, bool) { return d.eng.Counters(), true }
@@ -112,7 +135,8 @@ func startAFXDP(ctx context.Context, s dataplaneSetup) (*afxdpDataplane, error) 
 	if err != nil {
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	return &afxdpDataplane{tables: tables, eng: eng, ports: ports}, nil
+	return &afxdpDataplane{tables: tables, eng: eng, ports: ports,
+		hostPolicy: newKernelDataplane(s.netns, s.cfg.NodeName, s.log)}, nil
 }
 
 // kernelDataplane leaves forwarding to the kernel: policy is rendered as an

@@ -12,21 +12,23 @@ PKGS     := ./...
 RACE_LPM  := ./lpm/... ./control/...
 RACE_PKGS := ./datapath/... ./encap/... ./acl/... ./bench/topo/...
 
-.PHONY: all build test test-unit test-race bench bench-json deps demo lint fmt clean
+.PHONY: all build test test-unit test-race test-k8s bench bench-json deps demo lint fmt clean
 
 all: build
 
-## build: build bin/tabby
+## build: build bin/tabby and the CNI plugin bin/tabby-cni (installed as "tabby" in a CNI bin dir)
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tabby ./cmd/tabby
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/tabby-cni ./cmd/tabby-cni
 
 ## deps: install what builds and tests need (Go modules; Debian packages for the network tests)
 deps:
 	$(GO) mod download
 	./scripts/deps.sh
 
-## test: the whole test suite (what CI runs): vet, unit tests with fuzz seeds, race tests
-test: deps lint test-unit test-race
+## test: the whole test suite (what CI runs): vet, unit tests with fuzz seeds, race tests,
+## and the Kubernetes datastore against a real kube-apiserver (separate module under test/)
+test: deps lint test-unit test-race test-k8s
 
 test-unit:
 	$(GO) test -count=1 -timeout 20m $(PKGS)
@@ -34,6 +36,11 @@ test-unit:
 test-race:
 	$(GO) test -count=1 -race -timeout 20m -run 'Concurrent|Race' $(RACE_LPM)
 	$(GO) test -count=1 -race -timeout 20m -short $(RACE_PKGS)
+
+# The test/ module builds k8s.io/kubernetes' in-process kube-apiserver: ~7 min and
+# ~2.4 GB of build cache when cold. Never build it with -trimpath.
+test-k8s:
+	cd test && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
 
 ## bench: the micro-benchmark suites, human tables
 bench: build

@@ -74,11 +74,16 @@ func NewCluster(client k8sclient.Interface, opts ClusterOptions) *Cluster {
 }
 
 // Cluster returns the datastore's Cluster (created on first use, stopped
-// by Close).
+// by Close; after Close, subscriptions fail).
 func (d *Datastore) Cluster() *Cluster {
-	d.clusterOnce.Do(func() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cluster == nil {
 		d.cluster = NewCluster(d.core, ClusterOptions{Logger: d.log})
-	})
+		if d.closed {
+			d.cluster.Stop()
+		}
+	}
 	return d.cluster
 }
 

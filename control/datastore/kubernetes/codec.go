@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -70,52 +72,82 @@ func decodeJSON(kind resources.Kind, b []byte) (resources.Resource, error) {
 
 // toMap marshals obj into a JSON object with Kubernetes' number handling
 // (integers stay int64).
-func toMap(obj resources.Resource) (map[string]any, map[string]any, error) {
+func toMap(obj resources.Resource) (map[string]any, error) {
 	b, err := resources.Marshal(obj)
 	if err != nil {
-		return nil, nil, fmt.Errorf("kubernetes: encode %s: %w", resources.KeyOf(obj), err)
+		return nil, fmt.Errorf("kubernetes: encode %s: %w", resources.KeyOf(obj), err)
 	}
+	return parseObject(b)
+}
+
+// parseObject parses a JSON object with Kubernetes' number handling.
+func parseObject(b []byte) (map[string]any, error) {
 	var m map[string]any
 	if err := utiljson.Unmarshal(b, &m); err != nil {
-		return nil, nil, fmt.Errorf("kubernetes: encode %s: %w", resources.KeyOf(obj), err)
+		return nil, fmt.Errorf("kubernetes: decode object: %w", err)
 	}
+	if m == nil {
+		return nil, fmt.Errorf("kubernetes: decode object: not a JSON object")
+	}
+	return m, nil
+}
+
+// metadataOf returns m's metadata, adding an empty one if it has none.
+func metadataOf(m map[string]any) map[string]any {
 	meta, _ := m["metadata"].(map[string]any)
 	if meta == nil {
 		meta = map[string]any{}
 		m["metadata"] = meta
 	}
-	return m, meta, nil
+	return meta
 }
 
-// storedAnnotations returns obj's annotations as stored: with
-// NameAnnotation when the name is hashed.
-func storedAnnotations(m *resources.ObjectMeta) map[string]any {
-	out := make(map[string]any, len(m.Annotations)+1)
-	for k, v := range m.Annotations {
+// keyOfMap returns the key of the object m of kind ki, checking its
+// apiVersion and kind when set.
+func keyOfMap(ki kindInfo, m map[string]any) (resources.Key, error) {
+	meta := metadataOf(m)
+	name, _ := meta["name"].(string)
+	ns, _ := meta["namespace"].(string)
+	k := resources.Key{Kind: ki.kind, Namespace: ns, Name: name}
+	if v, ok := m["apiVersion"]; ok && v != resources.APIVersion {
+		return k, fmt.Errorf("kubernetes: %s: apiVersion %v is not %s", k, v, resources.APIVersion)
+	}
+	if v, ok := m["kind"]; ok && v != string(ki.kind) {
+		return k, fmt.Errorf("kubernetes: %s: object of kind %v", k, v)
+	}
+	return k, checkKey(ki, k)
+}
+
+// storedAnnotations returns an object's annotations as stored: with
+// NameAnnotation when its name is hashed.
+func storedAnnotations(meta map[string]any, name string) map[string]any {
+	in, _ := meta["annotations"].(map[string]any)
+	out := make(map[string]any, len(in)+1)
+	for k, v := range in {
 		out[k] = v
 	}
-	if storedName(m.Name) != m.Name {
-		out[NameAnnotation] = m.Name
+	if storedName(name) != name {
+		out[NameAnnotation] = name
+	} else {
+		delete(out, NameAnnotation)
 	}
 	return out
 }
 
-// encodeForCreate returns the custom resource to create for obj: without
-// the fields the apiserver sets.
-func encodeForCreate(obj resources.Resource) (*unstructured.Unstructured, error) {
-	m, meta, err := toMap(obj)
-	if err != nil {
-		return nil, err
-	}
-	om := obj.Meta()
+// forCreate turns m (a Tabby object as JSON) into the custom resource to
+// create: stored name, without the fields the apiserver sets.
+func forCreate(m map[string]any, name string) map[string]any {
+	meta := metadataOf(m)
 	delete(meta, "resourceVersion")
 	delete(meta, "uid")
 	delete(meta, "creationTimestamp")
-	meta["name"] = storedName(om.Name)
-	if a := storedAnnotations(om); len(a) > 0 {
+	meta["name"] = storedName(name)
+	if a := storedAnnotations(meta, name); len(a) > 0 {
 		meta["annotations"] = a
+	} else {
+		delete(meta, "annotations")
 	}
-	return &unstructured.Unstructured{Object: m}, nil
+	return m
 }
 
 type patchOp struct {
@@ -124,36 +156,38 @@ type patchOp struct {
 	Value any    `json:"value"`
 }
 
-// encodeUpdatePatch returns the JSON patch of an Update: the caller's
+// updatePatch returns the JSON patch of an Update of m: the caller's
 // resourceVersion (the apiserver's precondition), labels, annotations and
 // every top-level field but apiVersion, kind and metadata (spec).
-func encodeUpdatePatch(obj resources.Resource) ([]byte, error) {
-	m, _, err := toMap(obj)
-	if err != nil {
-		return nil, err
-	}
-	om := obj.Meta()
-	labels := make(map[string]any, len(om.Labels))
-	for k, v := range om.Labels {
-		labels[k] = v
+func updatePatch(m map[string]any, name, rv string) ([]byte, error) {
+	meta := metadataOf(m)
+	labels, _ := meta["labels"].(map[string]any)
+	if labels == nil {
+		labels = map[string]any{}
 	}
 	ops := []patchOp{
-		{"add", "/metadata/resourceVersion", om.ResourceVersion},
+		{"add", "/metadata/resourceVersion", rv},
 		{"add", "/metadata/labels", labels},
-		{"add", "/metadata/annotations", storedAnnotations(om)},
+		{"add", "/metadata/annotations", storedAnnotations(meta, name)},
 	}
-	for k, v := range m {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		switch k {
 		case "apiVersion", "kind", "metadata":
 			continue
 		}
-		ops = append(ops, patchOp{"add", "/" + k, v})
+		keys = append(keys, k)
 	}
-	b, err := json.Marshal(ops)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes: encode %s: %w", resources.KeyOf(obj), err)
+	sort.Strings(keys)
+	for _, k := range keys {
+		ops = append(ops, patchOp{"add", "/" + jsonPointerEscape(k), m[k]})
 	}
-	return b, nil
+	return json.Marshal(ops)
+}
+
+// jsonPointerEscape escapes a key for a JSON pointer (RFC 6901).
+func jsonPointerEscape(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
 }
 
 // target names what a request was about: a key, or a kind.
@@ -195,4 +229,41 @@ func mapError(op string, k resources.Key, err error) error {
 		return ve
 	}
 	return fmt.Errorf("kubernetes: %s %s: %w", op, target(k), err)
+}
+
+// rawOf returns a stored custom resource as the JSON of the Tabby object:
+// its real name, without NameAnnotation. With rv set, its
+// resourceVersion is replaced.
+func rawOf(u *unstructured.Unstructured, rv string) ([]byte, error) {
+	m := make(map[string]any, len(u.Object))
+	for k, v := range u.Object {
+		m[k] = v
+	}
+	meta := make(map[string]any)
+	if in, ok := u.Object["metadata"].(map[string]any); ok {
+		for k, v := range in {
+			meta[k] = v
+		}
+	}
+	m["metadata"] = meta
+	meta["name"] = realName(u.GetName(), u.GetAnnotations())
+	if a, ok := meta["annotations"].(map[string]any); ok {
+		if _, hashed := a[NameAnnotation]; hashed {
+			c := make(map[string]any, len(a))
+			for k, v := range a {
+				if k != NameAnnotation {
+					c[k] = v
+				}
+			}
+			if len(c) == 0 {
+				delete(meta, "annotations")
+			} else {
+				meta["annotations"] = c
+			}
+		}
+	}
+	if rv != "" {
+		meta["resourceVersion"] = rv
+	}
+	return json.Marshal(m)
 }

@@ -43,6 +43,22 @@
 // difference from what it had reported, then Synced — the datastore
 // package's contract, which the etcd backend also keeps.
 //
+// # Other kinds
+//
+// Objects (objects.go) gives the same storage, compare-and-swap and watch
+// for the tabby.dev kinds package resources does not define — the agent's
+// AgentConfiguration, Tier, NetworkPolicy, GlobalNetworkPolicy and
+// WorkloadEndpoint — on JSON documents, so the agent can put its object
+// store on Kubernetes without this package importing it.
+//
+// # CRDs
+//
+// deploy/crds holds one CustomResourceDefinition per tabby.dev kind,
+// generated from the Go types by package crdgen (run
+// go test ./control/datastore/kubernetes/ -run TestCRDs -update after
+// changing a type; the test fails while they differ). InstallCRDs applies
+// them and waits until the apiserver serves them.
+//
 // # Cluster objects
 //
 // Cluster (see cluster.go) wraps one client-go SharedInformerFactory. Each

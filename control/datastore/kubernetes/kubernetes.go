@@ -8,16 +8,12 @@ import (
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	k8sclient "k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/tabbynet/tabby/control/datastore"
 	"github.com/tabbynet/tabby/control/resources"
@@ -39,9 +35,10 @@ type Config struct {
 	// RESTConfig, when set, is used instead of Kubeconfig and Context (a
 	// copy is made; QPS, Burst and UserAgent are still applied).
 	RESTConfig *rest.Config
-	// QPS and Burst bound the client's request rate (default 50 and 100;
-	// a negative QPS disables the limit). client-go's own default of 5
-	// would throttle IPAM.
+	// QPS and Burst bound the request rate of all the datastore's clients
+	// together (default 50 and 100; a negative QPS disables the limit).
+	// client-go's own default of 5 would throttle IPAM. A RateLimiter in
+	// RESTConfig takes precedence.
 	QPS   float32
 	Burst int
 	// RequestTimeout is applied to every request whose context has no
@@ -108,8 +105,9 @@ type Datastore struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	clusterOnce sync.Once
-	cluster     *Cluster
+	mu      sync.Mutex
+	closed  bool
+	cluster *Cluster
 }
 
 var _ datastore.Datastore = (*Datastore)(nil)
@@ -124,6 +122,11 @@ func New(cfg Config) (*Datastore, error) {
 		return nil, err
 	}
 	rc.QPS, rc.Burst = cfg.QPS, cfg.Burst
+	if rc.RateLimiter == nil && cfg.QPS > 0 {
+		// One budget for the dynamic, metadata and typed clients (each
+		// would otherwise get a limiter of its own).
+		rc.RateLimiter = flowcontrol.NewTokenBucketRateLimiter(cfg.QPS, cfg.Burst)
+	}
 	if rc.UserAgent == "" {
 		rc.UserAgent = "tabby"
 	}
@@ -139,8 +142,14 @@ func New(cfg Config) (*Datastore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes: client: %w", err)
 	}
+	return newDatastore(cfg, rc, dyn, meta, core), nil
+}
+
+// newDatastore assembles a Datastore from its clients; cfg has its
+// defaults.
+func newDatastore(cfg Config, rc *rest.Config, dyn dynamic.Interface, meta metadata.Interface, core k8sclient.Interface) *Datastore {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Datastore{cfg: cfg, rest: rc, dyn: dyn, meta: meta, core: core, log: cfg.Logger, ctx: ctx, cancel: cancel}, nil
+	return &Datastore{cfg: cfg, rest: rc, dyn: dyn, meta: meta, core: core, log: cfg.Logger, ctx: ctx, cancel: cancel}
 }
 
 func restConfig(cfg Config) (*rest.Config, error) {
@@ -169,6 +178,9 @@ func (d *Datastore) Clientset() k8sclient.Interface { return d.core }
 // interrupted.
 func (d *Datastore) Close() error {
 	d.cancel()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.closed = true
 	if d.cluster != nil {
 		d.cluster.Stop()
 	}
@@ -183,72 +195,19 @@ func (d *Datastore) reqCtx(ctx context.Context) (context.Context, context.Cancel
 	return context.WithTimeout(ctx, d.cfg.RequestTimeout)
 }
 
-// kindInfo describes how a kind is stored.
-type kindInfo struct {
-	kind       resources.Kind
-	gvr        schema.GroupVersionResource
-	namespaced bool
-}
-
-func lookupKind(kind resources.Kind) (kindInfo, error) {
-	info, ok := resources.LookupKind(kind)
-	if !ok {
-		return kindInfo{}, fmt.Errorf("kubernetes: unknown kind %q", kind)
-	}
-	return kindInfo{
-		kind:       kind,
-		gvr:        schema.GroupVersionResource{Group: resources.Group, Version: resources.Version, Resource: info.Plural},
-		namespaced: info.Namespaced,
-	}, nil
-}
-
-// client returns the dynamic client of a kind in namespace ns (all
-// namespaces when ns is empty).
-func (d *Datastore) client(ki kindInfo, ns string) dynamic.ResourceInterface {
-	r := d.dyn.Resource(ki.gvr)
-	if ki.namespaced && ns != "" {
-		return r.Namespace(ns)
-	}
-	return r
-}
-
-// objectFor checks k and returns its kind and stored name.
-func objectFor(k resources.Key) (kindInfo, string, error) {
-	ki, err := lookupKind(k.Kind)
-	if err != nil {
-		return ki, "", err
-	}
-	if k.Name == "" || (ki.namespaced && k.Namespace == "") || (!ki.namespaced && k.Namespace != "") {
-		return ki, "", fmt.Errorf("kubernetes: %s: invalid key", k)
-	}
-	return ki, storedName(k.Name), nil
-}
-
 // Get returns the object with key k.
 func (d *Datastore) Get(ctx context.Context, k resources.Key) (resources.Resource, error) {
-	ki, name, err := objectFor(k)
+	ki, err := lookupKind(k.Kind)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := d.reqCtx(ctx)
 	defer cancel()
-	return d.get(ctx, ki, k, name)
-}
-
-func (d *Datastore) get(ctx context.Context, ki kindInfo, k resources.Key, name string) (resources.Resource, error) {
-	u, err := d.client(ki, k.Namespace).Get(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return nil, mapError("get", k, err)
-	}
-	obj, err := decode(ki.kind, u)
+	u, err := d.getObject(ctx, ki, k)
 	if err != nil {
 		return nil, err
 	}
-	if obj.Meta().Name != k.Name {
-		// A stored name that only hashes like k's.
-		return nil, &datastore.NotFoundError{Key: k}
-	}
-	return obj, nil
+	return decode(ki.kind, u)
 }
 
 // List returns every object of the kind, read in pages of ListPageSize at
@@ -275,32 +234,6 @@ func (d *Datastore) List(ctx context.Context, kind resources.Kind) (*datastore.L
 	return out, nil
 }
 
-// list reads every object of a kind, in pages, at one resourceVersion. A
-// continuation that expired restarts the list.
-func (d *Datastore) list(ctx context.Context, ki kindInfo) ([]unstructured.Unstructured, string, error) {
-	for attempt := 0; ; attempt++ {
-		var items []unstructured.Unstructured
-		opts := metav1.ListOptions{Limit: d.cfg.ListPageSize}
-		rev := ""
-		for {
-			l, err := d.client(ki, "").List(ctx, opts)
-			if err != nil {
-				if opts.Continue != "" && apierrors.IsResourceExpired(err) && attempt < 3 {
-					break
-				}
-				return nil, "", mapError("list", resources.Key{Kind: ki.kind}, err)
-			}
-			if rev == "" {
-				rev = l.GetResourceVersion()
-			}
-			items = append(items, l.Items...)
-			if opts.Continue = l.GetContinue(); opts.Continue == "" {
-				return items, rev, nil
-			}
-		}
-	}
-}
-
 // ListKeys returns the key of every object of the kind, reading only the
 // objects' metadata.
 func (d *Datastore) ListKeys(ctx context.Context, kind resources.Kind) ([]resources.Key, error) {
@@ -310,25 +243,7 @@ func (d *Datastore) ListKeys(ctx context.Context, kind resources.Kind) ([]resour
 	}
 	ctx, cancel := d.reqCtx(ctx)
 	defer cancel()
-	var out []resources.Key
-	opts := metav1.ListOptions{Limit: d.cfg.ListPageSize}
-	for attempt := 0; ; {
-		l, err := d.meta.Resource(ki.gvr).List(ctx, opts)
-		if err != nil {
-			if opts.Continue != "" && apierrors.IsResourceExpired(err) && attempt < 3 {
-				attempt++
-				out, opts.Continue = out[:0], ""
-				continue
-			}
-			return nil, mapError("list", resources.Key{Kind: kind}, err)
-		}
-		for _, m := range l.Items {
-			out = append(out, resources.Key{Kind: kind, Namespace: m.Namespace, Name: realName(m.Name, m.Annotations)})
-		}
-		if opts.Continue = l.Continue; opts.Continue == "" {
-			return out, nil
-		}
-	}
+	return d.listKeys(ctx, ki)
 }
 
 // Create stores a new object. It returns the stored object, with the
@@ -339,20 +254,19 @@ func (d *Datastore) Create(ctx context.Context, obj resources.Resource) (resourc
 	if err := datastore.Admit(ctx, d, obj); err != nil {
 		return nil, err
 	}
-	k := resources.KeyOf(obj)
-	ki, _, err := objectFor(k)
+	ki, err := lookupKind(obj.ResourceKind())
 	if err != nil {
 		return nil, err
 	}
-	u, err := encodeForCreate(obj)
+	m, err := toMap(obj)
 	if err != nil {
 		return nil, err
 	}
-	out, err := d.client(ki, k.Namespace).Create(ctx, u, metav1.CreateOptions{FieldManager: FieldManager})
+	u, err := d.createObject(ctx, ki, m)
 	if err != nil {
-		return nil, mapError("create", k, err)
+		return nil, err
 	}
-	return decode(ki.kind, out)
+	return decode(ki.kind, u)
 }
 
 // Update replaces the spec, labels and annotations of an object if its
@@ -362,75 +276,40 @@ func (d *Datastore) Update(ctx context.Context, obj resources.Resource) (resourc
 	ctx, cancel := d.reqCtx(ctx)
 	defer cancel()
 	k := resources.KeyOf(obj)
-	rv := obj.Meta().ResourceVersion
-	if rv == "" {
+	if obj.Meta().ResourceVersion == "" {
 		return nil, fmt.Errorf("kubernetes: update %s: resourceVersion is required", k)
 	}
-	ki, name, err := objectFor(k)
+	ki, err := lookupKind(k.Kind)
 	if err != nil {
 		return nil, err
 	}
 	if err := datastore.Admit(ctx, d, obj); err != nil {
 		return nil, err
 	}
-	patch, err := encodeUpdatePatch(obj)
+	m, err := toMap(obj)
 	if err != nil {
 		return nil, err
 	}
-	out, err := d.client(ki, k.Namespace).Patch(ctx, name, types.JSONPatchType, patch, metav1.PatchOptions{FieldManager: FieldManager})
+	u, err := d.updateObject(ctx, ki, m)
 	if err != nil {
-		err = mapError("update", k, err)
-		if datastore.IsConflict(err) {
-			return nil, d.conflict(ctx, ki, k, name, rv)
-		}
 		return nil, err
 	}
-	return decode(ki.kind, out)
-}
-
-// conflict returns the error of a failed compare-and-swap: a conflict
-// naming the current version, or not found when the object is gone.
-func (d *Datastore) conflict(ctx context.Context, ki kindInfo, k resources.Key, name, expected string) error {
-	cur, err := d.get(ctx, ki, k, name)
-	switch {
-	case datastore.IsNotFound(err):
-		return err
-	case err != nil:
-		return &datastore.ConflictError{Key: k, Expected: expected}
-	}
-	return &datastore.ConflictError{Key: k, Expected: expected, Current: cur.Meta().ResourceVersion}
+	return decode(ki.kind, u)
 }
 
 // Delete removes an object; with a revision, only if it is current. The
 // object is read first and deleted with its resourceVersion as a
 // precondition, so what is returned is exactly what was deleted.
 func (d *Datastore) Delete(ctx context.Context, k resources.Key, revision string) (resources.Resource, error) {
-	ki, name, err := objectFor(k)
+	ki, err := lookupKind(k.Kind)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := d.reqCtx(ctx)
 	defer cancel()
-	for {
-		cur, err := d.get(ctx, ki, k, name)
-		if err != nil {
-			return nil, err
-		}
-		rv := cur.Meta().ResourceVersion
-		if revision != "" && rv != revision {
-			return nil, &datastore.ConflictError{Key: k, Expected: revision, Current: rv}
-		}
-		err = d.client(ki, k.Namespace).Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}})
-		if err == nil {
-			return cur, nil
-		}
-		err = mapError("delete", k, err)
-		if !datastore.IsConflict(err) {
-			return nil, err
-		}
-		if revision != "" {
-			return nil, d.conflict(ctx, ki, k, name, revision)
-		}
-		// Changed between the read and the delete: read it again.
+	u, err := d.deleteObject(ctx, ki, k, revision)
+	if err != nil {
+		return nil, err
 	}
+	return decode(ki.kind, u)
 }

@@ -27,23 +27,31 @@ var (
 	ErrProbeFailed = errors.New("apiserver probe failed")
 )
 
-// watcher is one list-then-watch of a kind. Its goroutine (run) owns known
-// and rev; events is the only way out.
-type watcher struct {
+// watcher is one list-then-watch of a kind, delivering events of type E
+// (datastore.Event for Datastore.Watch, ObjectEvent for Objects.Watch).
+// Its goroutine (run) owns known and rev; events is the only way out.
+type watcher[E any] struct {
 	d      *Datastore
 	ki     kindInfo
-	events chan datastore.Event
+	events chan E
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
 
 	// known is what has been reported: resourceVersion and stored JSON
-	// (decoded again for a Deleted event found by a relist).
+	// (turned into an event again for a Deleted event found by a relist).
 	known map[resources.Key]knownObject
 	// rev is the resourceVersion known reflects; the watch resumes from it.
 	rev string
 	// primed is set when known and rev are valid without a list.
 	primed bool
+
+	// object makes the event of an object from its stored JSON; for
+	// Deleted, rv is the version of the deletion. It makes an Error event
+	// instead when the object does not decode.
+	object func(typ datastore.EventType, raw []byte, rv string) E
+	// status makes a Synced or Error event.
+	status func(typ datastore.EventType, rv string, err error) E
 }
 
 type knownObject struct {
@@ -60,12 +68,20 @@ func (d *Datastore) Watch(ctx context.Context, kind resources.Kind, opts datasto
 	if err != nil {
 		return nil, err
 	}
-	w := &watcher{
-		d: d, ki: ki,
-		events: make(chan datastore.Event, 64),
-		done:   make(chan struct{}),
-		known:  map[resources.Key]knownObject{},
-	}
+	w := newWatcher(d, ki,
+		func(typ datastore.EventType, raw []byte, rv string) datastore.Event {
+			obj, err := decodeJSON(kind, raw)
+			if err != nil {
+				return datastore.Event{Type: datastore.Error, Err: err, Revision: rv}
+			}
+			if typ == datastore.Deleted {
+				obj.Meta().ResourceVersion = rv
+			}
+			return datastore.Event{Type: typ, Object: obj, Revision: rv}
+		},
+		func(typ datastore.EventType, rv string, err error) datastore.Event {
+			return datastore.Event{Type: typ, Revision: rv, Err: err}
+		})
 	if from := opts.From; from != nil {
 		if from.Revision == "" {
 			return nil, fmt.Errorf("kubernetes: watch %s: list has no revision", kind)
@@ -82,26 +98,41 @@ func (d *Datastore) Watch(ctx context.Context, kind resources.Kind, opts datasto
 		}
 		w.rev, w.primed = from.Revision, true
 	}
-	// The watch ends with ctx or with Close.
+	w.start(ctx)
+	return w, nil
+}
+
+func newWatcher[E any](d *Datastore, ki kindInfo, object func(datastore.EventType, []byte, string) E, status func(datastore.EventType, string, error) E) *watcher[E] {
+	return &watcher[E]{
+		d: d, ki: ki,
+		events: make(chan E, 64),
+		done:   make(chan struct{}),
+		known:  map[resources.Key]knownObject{},
+		object: object,
+		status: status,
+	}
+}
+
+// start runs the watch until ctx ends, Stop or Close.
+func (w *watcher[E]) start(ctx context.Context) {
 	w.ctx, w.cancel = context.WithCancel(ctx)
-	stop := context.AfterFunc(d.ctx, w.cancel)
+	stop := context.AfterFunc(w.d.ctx, w.cancel)
 	go func() {
 		defer stop()
 		w.run()
 	}()
-	return w, nil
 }
 
-func (w *watcher) Events() <-chan datastore.Event { return w.events }
+func (w *watcher[E]) Events() <-chan E { return w.events }
 
 // Stop cancels the watch and waits for its goroutine to finish.
-func (w *watcher) Stop() {
+func (w *watcher[E]) Stop() {
 	w.cancel()
 	<-w.done
 }
 
 // send delivers ev unless the watch is stopped.
-func (w *watcher) send(ev datastore.Event) bool {
+func (w *watcher[E]) send(ev E) bool {
 	select {
 	case w.events <- ev:
 		return true
@@ -110,13 +141,17 @@ func (w *watcher) send(ev datastore.Event) bool {
 	}
 }
 
-func (w *watcher) run() {
+func (w *watcher[E]) sendStatus(typ datastore.EventType, rv string, err error) bool {
+	return w.send(w.status(typ, rv, err))
+}
+
+func (w *watcher[E]) run() {
 	defer close(w.done)
 	defer close(w.events)
 	cfg := &w.d.cfg
 	bo := backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax}
 	needList := !w.primed
-	if w.primed && !w.send(datastore.Event{Type: datastore.Synced, Revision: w.rev}) {
+	if w.primed && !w.sendStatus(datastore.Synced, w.rev, nil) {
 		return
 	}
 	for w.ctx.Err() == nil {
@@ -126,7 +161,7 @@ func (w *watcher) run() {
 					return
 				}
 				w.d.log.Warn("watch: list failed", "kind", w.ki.kind, "err", err)
-				if !w.send(datastore.Event{Type: datastore.Error, Err: err}) || !bo.sleep(w.ctx) {
+				if !w.sendStatus(datastore.Error, "", err) || !bo.sleep(w.ctx) {
 					return
 				}
 				continue
@@ -153,7 +188,7 @@ func (w *watcher) run() {
 			continue
 		}
 		w.d.log.Warn("watch: broken, will relist", "kind", w.ki.kind, "revision", w.rev, "err", err)
-		if !w.send(datastore.Event{Type: datastore.Error, Err: err}) {
+		if !w.sendStatus(datastore.Error, "", err) {
 			return
 		}
 		needList = true
@@ -164,7 +199,7 @@ func (w *watcher) run() {
 }
 
 // relist reads the kind, reports the difference from known, then Synced.
-func (w *watcher) relist() error {
+func (w *watcher[E]) relist() error {
 	ctx, cancel := w.d.reqCtx(w.ctx)
 	defer cancel()
 	items, rev, err := w.d.list(ctx, w.ki)
@@ -193,28 +228,30 @@ func (w *watcher) relist() error {
 			continue
 		}
 		delete(w.known, k)
-		if !w.reportRaw(datastore.Deleted, old.raw, rev) {
+		if !w.send(w.object(datastore.Deleted, old.raw, rev)) {
 			return w.ctx.Err()
 		}
 	}
 	w.rev = rev
 	w.d.log.Debug("watch: listed", "kind", w.ki.kind, "objects", len(items), "revision", rev)
-	if !w.send(datastore.Event{Type: datastore.Synced, Revision: rev}) {
+	if !w.sendStatus(datastore.Synced, rev, nil) {
 		return w.ctx.Err()
 	}
 	return nil
 }
 
-func (w *watcher) key(u *unstructured.Unstructured) resources.Key {
+func (w *watcher[E]) key(u *unstructured.Unstructured) resources.Key {
 	return resources.Key{Kind: w.ki.kind, Namespace: u.GetNamespace(), Name: realName(u.GetName(), u.GetAnnotations())}
 }
 
-// reportObject updates known with u and sends its event. It returns false
-// when the watch is stopped.
-func (w *watcher) reportObject(typ datastore.EventType, k resources.Key, u *unstructured.Unstructured) bool {
+// reportObject updates known with u and sends its event (an object that
+// does not decode is reported as an Error event instead, and stays known,
+// so it is not reported again until it changes). It returns false when
+// the watch is stopped.
+func (w *watcher[E]) reportObject(typ datastore.EventType, k resources.Key, u *unstructured.Unstructured) bool {
 	raw, err := json.Marshal(u.Object)
 	if err != nil {
-		return w.send(datastore.Event{Type: datastore.Error, Err: fmt.Errorf("kubernetes: encode %s: %w", k, err)})
+		return w.sendStatus(datastore.Error, "", fmt.Errorf("kubernetes: encode %s: %w", k, err))
 	}
 	rv := u.GetResourceVersion()
 	if typ == datastore.Deleted {
@@ -222,26 +259,12 @@ func (w *watcher) reportObject(typ datastore.EventType, k resources.Key, u *unst
 	} else {
 		w.known[k] = knownObject{rv: rv, raw: raw}
 	}
-	return w.reportRaw(typ, raw, rv)
-}
-
-// reportRaw decodes a stored object and sends its event; an object that
-// does not decode is reported as an Error event instead (and stays known,
-// so it is not reported again until it changes).
-func (w *watcher) reportRaw(typ datastore.EventType, raw []byte, rv string) bool {
-	obj, err := decodeJSON(w.ki.kind, raw)
-	if err != nil {
-		return w.send(datastore.Event{Type: datastore.Error, Err: err, Revision: rv})
-	}
-	if typ == datastore.Deleted {
-		obj.Meta().ResourceVersion = rv
-	}
-	return w.send(datastore.Event{Type: typ, Object: obj, Revision: rv})
+	return w.send(w.object(typ, raw, rv))
 }
 
 // watch follows changes from w.rev. It returns nil when the server ended
 // the watch, or why it failed.
-func (w *watcher) watch() error {
+func (w *watcher[E]) watch() error {
 	ctx, cancel := context.WithCancelCause(w.ctx)
 	var probes sync.WaitGroup
 	if w.d.cfg.ProbeInterval > 0 {
@@ -321,7 +344,7 @@ func (w *watcher) watch() error {
 
 // watchError wraps the error that ended a watch; an expired version
 // matches ErrExpired.
-func (w *watcher) watchError(err error) error {
+func (w *watcher[E]) watchError(err error) error {
 	if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
 		return fmt.Errorf("kubernetes: watch %s from resourceVersion %s: %w: %w", w.ki.kind, w.rev, ErrExpired, err)
 	}
@@ -331,7 +354,7 @@ func (w *watcher) watchError(err error) error {
 // probe checks every ProbeInterval that the apiserver answers a read of
 // the kind, and cancels the watch when it does not: a watch on a dead
 // connection would otherwise wait for the transport to notice.
-func (w *watcher) probe(ctx context.Context, cancel context.CancelCauseFunc) {
+func (w *watcher[E]) probe(ctx context.Context, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(w.d.cfg.ProbeInterval)
 	defer t.Stop()
 	for {

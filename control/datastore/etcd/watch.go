@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -124,7 +123,7 @@ func (w *watcher) send(ev datastore.Event) bool {
 func (w *watcher) run() {
 	defer close(w.done)
 	defer close(w.events)
-	bo := backoff{initial: w.d.cfg.BackoffInitial, max: w.d.cfg.BackoffMax}
+	bo := datastore.Backoff{Initial: w.d.cfg.BackoffInitial, Max: w.d.cfg.BackoffMax}
 	needList := !w.primed
 	if w.primed && !w.send(datastore.Event{Type: datastore.Synced, Revision: formatRev(w.rev)}) {
 		return
@@ -136,7 +135,7 @@ func (w *watcher) run() {
 					return
 				}
 				w.d.log.Warn("watch: list failed", "kind", w.kind, "err", err)
-				if !w.send(datastore.Event{Type: datastore.Error, Err: err}) || !bo.sleep(w.ctx) {
+				if !w.send(datastore.Event{Type: datastore.Error, Err: err}) || !bo.Sleep(w.ctx) {
 					return
 				}
 				continue
@@ -149,15 +148,15 @@ func (w *watcher) run() {
 			return
 		}
 		// A watch that ran for a while starts its back-off afresh.
-		if time.Since(start) > bo.max {
-			bo.reset()
+		if time.Since(start) > bo.Max {
+			bo.Reset()
 		}
 		w.d.log.Warn("watch: broken, will relist", "kind", w.kind, "revision", w.rev, "err", err)
 		if !w.send(datastore.Event{Type: datastore.Error, Err: err}) {
 			return
 		}
 		needList = true
-		if !bo.sleep(w.ctx) {
+		if !bo.Sleep(w.ctx) {
 			return
 		}
 	}
@@ -290,31 +289,3 @@ func (w *watcher) probe(ctx context.Context, cancel context.CancelCauseFunc) {
 		}
 	}
 }
-
-// backoff is a jittered exponential back-off: the n-th wait is uniform in
-// [d/2, d] with d = min(max, initial·2^n).
-type backoff struct {
-	initial, max time.Duration
-	n            int
-}
-
-// sleep waits for the next back-off interval; false if ctx ended first.
-func (b *backoff) sleep(ctx context.Context) bool {
-	d := b.initial << min(b.n, 30)
-	if d > b.max || d <= 0 {
-		d = b.max
-	} else {
-		b.n++
-	}
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func (b *backoff) reset() { b.n = 0 }

@@ -149,7 +149,7 @@ func (w *watcher[E]) run() {
 	defer close(w.done)
 	defer close(w.events)
 	cfg := &w.d.cfg
-	bo := backoff{initial: cfg.BackoffInitial, max: cfg.BackoffMax}
+	bo := datastore.Backoff{Initial: cfg.BackoffInitial, Max: cfg.BackoffMax}
 	needList := !w.primed
 	if w.primed && !w.sendStatus(datastore.Synced, w.rev, nil) {
 		return
@@ -161,7 +161,7 @@ func (w *watcher[E]) run() {
 					return
 				}
 				w.d.log.Warn("watch: list failed", "kind", w.ki.kind, "err", err)
-				if !w.sendStatus(datastore.Error, "", err) || !bo.sleep(w.ctx) {
+				if !w.sendStatus(datastore.Error, "", err) || !bo.Sleep(w.ctx) {
 					return
 				}
 				continue
@@ -174,15 +174,15 @@ func (w *watcher[E]) run() {
 			return
 		}
 		// A watch that ran for a while starts its back-off afresh.
-		if time.Since(start) > bo.max {
-			bo.reset()
+		if time.Since(start) > bo.Max {
+			bo.Reset()
 		}
 		if err == nil {
 			// The server ended the watch (its timeout, or the connection
 			// closed): resume from rev; a resume that fails relists. Pause
 			// if it ended at once, so a server that keeps doing so is not
 			// hammered.
-			if time.Since(start) < time.Second && !bo.sleep(w.ctx) {
+			if time.Since(start) < time.Second && !bo.Sleep(w.ctx) {
 				return
 			}
 			continue
@@ -192,7 +192,7 @@ func (w *watcher[E]) run() {
 			return
 		}
 		needList = true
-		if !bo.sleep(w.ctx) {
+		if !bo.Sleep(w.ctx) {
 			return
 		}
 	}
@@ -372,31 +372,3 @@ func (w *watcher[E]) probe(ctx context.Context, cancel context.CancelCauseFunc) 
 		}
 	}
 }
-
-// backoff is a jittered exponential back-off: the n-th wait is uniform in
-// [d/2, d] with d = min(max, initial·2^n).
-type backoff struct {
-	initial, max time.Duration
-	n            int
-}
-
-// sleep waits for the next back-off interval; false if ctx ended first.
-func (b *backoff) sleep(ctx context.Context) bool {
-	d := b.initial << min(b.n, 30)
-	if d > b.max || d <= 0 {
-		d = b.max
-	} else {
-		b.n++
-	}
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func (b *backoff) reset() { b.n = 0 }

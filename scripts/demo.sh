@@ -20,7 +20,6 @@ if [ "$(id -u)" -eq 0 ]; then
 	trap '"$bin" lab down >/dev/null 2>&1 || true' EXIT
 	"$bin" lab down >/dev/null 2>&1 || true
 	"$bin" lab up --nodes 3 --subnets 2 --pods-per-node 2 --encap vxlan
-	"$bin" lab status
 	"$bin" lab check
 	"$bin" lab down
 	trap - EXIT

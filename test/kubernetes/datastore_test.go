@@ -7,7 +7,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/tabbynet/tabby/control/datastore"
+	"github.com/tabbynet/tabby/control/datastore/datastoretest"
 	"github.com/tabbynet/tabby/control/datastore/kubernetes"
 	"github.com/tabbynet/tabby/control/resources"
 	"github.com/tabbynet/tabby/test/kubeapi"
@@ -221,52 +221,8 @@ func TestErrors(t *testing.T) {
 // TestCASConcurrent: goroutines increment one counter by read-modify-write
 // with compare-and-swap; no increment may be lost.
 func TestCASConcurrent(t *testing.T) {
-	ctx := context.Background()
 	d := newDatastore(t, kubernetes.Config{})
-	h := &resources.IPAMHandle{ObjectMeta: resources.ObjectMeta{Name: "counter"},
-		Spec: resources.IPAMHandleSpec{HandleID: "counter", Block: map[string]int{"10.0.0.0/26": 1}}}
-	if _, err := d.Create(ctx, h); err != nil {
-		t.Fatal(err)
-	}
-	const workers, each = 8, 25
-	var conflicts sync.Map
-	var wg sync.WaitGroup
-	start := time.Now()
-	for w := range workers {
-		wg.Go(func() {
-			for range each {
-				for {
-					cur, err := datastore.Get[*resources.IPAMHandle](ctx, d, "counter")
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					cur.Spec.Block["10.0.0.0/26"]++
-					_, err = d.Update(ctx, cur)
-					if err == nil {
-						break
-					}
-					if !datastore.IsConflict(err) {
-						t.Error(err)
-						return
-					}
-					conflicts.Store(w, true)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	got, err := datastore.Get[*resources.IPAMHandle](ctx, d, "counter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := got.Spec.Block["10.0.0.0/26"]; n != 1+workers*each {
-		t.Fatalf("counter %d, want %d", n, 1+workers*each)
-	}
-	n := 0
-	conflicts.Range(func(any, any) bool { n++; return true })
-	t.Logf("%d increments in %s; %d of %d workers saw conflicts", workers*each, time.Since(start).Round(time.Millisecond), n, workers)
-	if n == 0 {
+	if n, _ := datastoretest.CASConcurrent(t, d); n == 0 {
 		t.Error("no conflicts: the test did not exercise compare-and-swap")
 	}
 }

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tabbynet/tabby/control/datastore"
+	"github.com/tabbynet/tabby/control/datastore/datastoretest"
 	"github.com/tabbynet/tabby/control/datastore/etcd"
 	"github.com/tabbynet/tabby/control/datastore/etcd/etcdtest"
 	"github.com/tabbynet/tabby/control/resources"
@@ -192,50 +192,8 @@ func TestErrors(t *testing.T) {
 // TestCASConcurrent: goroutines increment one counter by read-modify-write
 // with compare-and-swap; no increment may be lost.
 func TestCASConcurrent(t *testing.T) {
-	ctx := context.Background()
 	d := etcdtest.Datastore(t, etcd.Config{})
-	h := &resources.IPAMHandle{ObjectMeta: resources.ObjectMeta{Name: "counter"},
-		Spec: resources.IPAMHandleSpec{HandleID: "counter", Block: map[string]int{"10.0.0.0/26": 1}}}
-	if _, err := d.Create(ctx, h); err != nil {
-		t.Fatal(err)
-	}
-	const workers, each = 8, 25
-	var conflicts sync.Map
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for range each {
-				for {
-					cur, err := datastore.Get[*resources.IPAMHandle](ctx, d, "counter")
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					cur.Spec.Block["10.0.0.0/26"]++
-					_, err = d.Update(ctx, cur)
-					if err == nil {
-						break
-					}
-					if !datastore.IsConflict(err) {
-						t.Error(err)
-						return
-					}
-					conflicts.Store(w, true)
-				}
-			}
-		})
-	}
-	wg.Wait()
-	got, err := datastore.Get[*resources.IPAMHandle](ctx, d, "counter")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := got.Spec.Block["10.0.0.0/26"]; n != 1+workers*each {
-		t.Fatalf("counter %d, want %d", n, 1+workers*each)
-	}
-	n := 0
-	conflicts.Range(func(any, any) bool { n++; return true })
-	t.Logf("%d of %d workers saw conflicts", n, workers)
+	datastoretest.CASConcurrent(t, d)
 }
 
 // TestUnreachable: requests to an endpoint nobody listens on fail within

@@ -234,6 +234,9 @@ func Start(ctx context.Context, opts Options) (_ *Agent, err error) {
 	if err := a.startServers(); err != nil {
 		return nil, err
 	}
+	if cfg.IPAMGCInterval > 0 {
+		a.wg.Go(func() { a.gcLoop(rctx) })
+	}
 	a.log.Info("agent started", "cni_socket", cfg.CNISocket, "health", a.addrs["health"], "metrics", a.addrs["metrics"])
 	return a, nil
 }

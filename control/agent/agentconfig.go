@@ -39,6 +39,8 @@ type AgentConfigurationSpec struct {
 	LogFormat           string   `json:"logFormat,omitempty"`
 	BGPEnabled          *bool    `json:"bgpEnabled,omitempty"`
 	Debounce            string   `json:"debounce,omitempty"`
+	IPAMGCInterval      string   `json:"ipamGCInterval,omitempty"`
+	IPAMGCGracePeriod   string   `json:"ipamGCGracePeriod,omitempty"`
 }
 
 // ObjectKind returns KindAgentConfiguration.

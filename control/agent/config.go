@@ -64,6 +64,11 @@ type Config struct {
 	// Debounce is how long the reconciler gathers changes before it
 	// recomputes and publishes.
 	Debounce time.Duration
+	// IPAMGCInterval is how often the agent releases this node's leaked
+	// addresses (0: never); IPAMGCGracePeriod spares allocations younger
+	// than it (see gc.go).
+	IPAMGCInterval    time.Duration
+	IPAMGCGracePeriod time.Duration
 
 	// Sources says where each key set in a source came from (key → "env",
 	// "flag", "file" or "datastore"); keys left at their defaults are
@@ -97,30 +102,34 @@ type PoolBootstrap struct {
 
 // Defaults of Config.
 const (
-	DefaultStateDir      = "/var/lib/tabby"
-	DefaultCNISocket     = "/run/tabby/agent.sock"
-	DefaultHealthListen  = "127.0.0.1:9099"
-	DefaultMetricsListen = ":9091"
-	DefaultDebounce      = 50 * time.Millisecond
+	DefaultStateDir          = "/var/lib/tabby"
+	DefaultCNISocket         = "/run/tabby/agent.sock"
+	DefaultHealthListen      = "127.0.0.1:9099"
+	DefaultMetricsListen     = ":9091"
+	DefaultDebounce          = 50 * time.Millisecond
+	DefaultIPAMGCInterval    = 10 * time.Minute
+	DefaultIPAMGCGracePeriod = 15 * time.Minute
 )
 
 // DefaultConfig returns the configuration with every default applied.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		NodeName:      strings.ToLower(host),
-		Datastore:     DatastoreConfig{Type: "etcd"},
-		StateDir:      DefaultStateDir,
-		Dataplane:     "afxdp",
-		XDPMode:       afxdp.XDPAuto,
-		PollMode:      afxdp.PollAdaptive,
-		HealthListen:  DefaultHealthListen,
-		MetricsListen: DefaultMetricsListen,
-		CNISocket:     DefaultCNISocket,
-		LogLevel:      slog.LevelInfo,
-		LogFormat:     "text",
-		Debounce:      DefaultDebounce,
-		Sources:       map[string]string{},
+		NodeName:          strings.ToLower(host),
+		Datastore:         DatastoreConfig{Type: "etcd"},
+		StateDir:          DefaultStateDir,
+		Dataplane:         "afxdp",
+		XDPMode:           afxdp.XDPAuto,
+		PollMode:          afxdp.PollAdaptive,
+		HealthListen:      DefaultHealthListen,
+		MetricsListen:     DefaultMetricsListen,
+		CNISocket:         DefaultCNISocket,
+		LogLevel:          slog.LevelInfo,
+		LogFormat:         "text",
+		Debounce:          DefaultDebounce,
+		IPAMGCInterval:    DefaultIPAMGCInterval,
+		IPAMGCGracePeriod: DefaultIPAMGCGracePeriod,
+		Sources:           map[string]string{},
 	}
 }
 

@@ -293,6 +293,26 @@ var configKeys = []configKey{
 			c.Debounce = d
 			return nil
 		}},
+	{name: "ipamGCInterval", env: "IPAM_GC_INTERVAL",
+		usage: "how often leaked IPAM addresses of this node are released (10m; 0s: never)",
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || (d > 0 && d < time.Second) {
+				return errors.New("must be 0s (never) or a duration of at least 1s")
+			}
+			c.IPAMGCInterval = d
+			return nil
+		}},
+	{name: "ipamGCGracePeriod", env: "IPAM_GC_GRACE_PERIOD",
+		usage: "IPAM garbage collection spares allocations younger than this (15m)",
+		set: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 {
+				return errors.New("must be a duration of at least 0s")
+			}
+			c.IPAMGCGracePeriod = d
+			return nil
+		}},
 }
 
 func lookupKey(name string) *configKey {

@@ -73,6 +73,8 @@
 //	logLevel, logFormat  TABBY_LOG_LEVEL, _FORMAT info, text (json)
 //	bgpEnabled           TABBY_BGP                false
 //	debounce             TABBY_DEBOUNCE           50ms
+//	ipamGCInterval       TABBY_IPAM_GC_INTERVAL   10m (0s: no IPAM garbage collection)
+//	ipamGCGracePeriod    TABBY_IPAM_GC_GRACE_PERIOD  15m
 //
 // # Agent kinds
 //

@@ -23,6 +23,8 @@ import (
 //	tabby_ipam_blocks                          blocks affine to this node
 //	tabby_ipam_addresses_in_use                addresses allocated in them
 //	tabby_ipam_addresses_capacity              addresses they hold
+//	tabby_ipam_gc_released_total{what}         addresses/blocks/affinities released by IPAM GC
+//	tabby_ipam_gc_errors_total                 failed IPAM GC rounds
 //	tabby_fib_routes{family}                   routes in the forwarding table
 //	tabby_policy_compile_duration_seconds      policy compile time
 //	tabby_policy_generation                    generation of the published policy
@@ -54,6 +56,8 @@ type metrics struct {
 	policyEndpoints   prometheus.Gauge
 	policyErrors      prometheus.Counter
 	cniRequests       *prometheus.CounterVec
+	gcReleased        *prometheus.CounterVec
+	gcErrors          prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -88,7 +92,14 @@ func newMetrics() *metrics {
 		Help: "Failed policy publishes."})
 	m.cniRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_cni_requests_total",
 		Help: "Endpoint API requests by method and HTTP status."}, []string{"method", "code"})
-	m.reg.MustRegister(m.synced, m.watchErrors, m.reconciles, m.reconcileDuration, m.objectErrors, m.fibRoutes,
+	m.gcReleased = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_ipam_gc_released_total",
+		Help: "Addresses, blocks and affinities released by IPAM garbage collection."}, []string{"what"})
+	m.gcErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "tabby_ipam_gc_errors_total",
+		Help: "Failed IPAM garbage collection rounds."})
+	for _, w := range []string{"addresses", "blocks", "affinities"} {
+		m.gcReleased.WithLabelValues(w)
+	}
+	m.reg.MustRegister(m.gcReleased, m.gcErrors, m.synced, m.watchErrors, m.reconciles, m.reconcileDuration, m.objectErrors, m.fibRoutes,
 		m.policyCompile, m.policyErrors, m.cniRequests,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, k := range append(append([]resources.Kind(nil), datastoreKinds...), objectKinds...) {

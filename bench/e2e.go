@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tabbynet/tabby/bench/e2e"
+	"github.com/tabbynet/tabby/datapath/afxdp"
 )
 
 func init() {
@@ -50,6 +51,13 @@ const (
 	// EnvE2EPinWorker=1 pins the afxdp DUT's worker to the CPU the traffic
 	// thread does not use.
 	EnvE2EPinWorker = "TABBY_BENCH_E2E_PIN_WORKER"
+	// EnvE2EPoll sets the afxdp DUT worker's poll mode (adaptive, busy,
+	// interrupt).
+	EnvE2EPoll = "TABBY_BENCH_E2E_POLL"
+	// EnvE2ENice sets the afxdp DUT worker's nice value (-20..19).
+	EnvE2ENice = "TABBY_BENCH_E2E_NICE"
+	// EnvE2ERing sets the afxdp DUT's ring size (a power of two).
+	EnvE2ERing = "TABBY_BENCH_E2E_RING"
 )
 
 // DefaultE2EChart is the chart path when EnvChart is unset.
@@ -169,6 +177,27 @@ func e2eFromEnv(cfg *e2e.Config) error {
 			return fmt.Errorf("%s: %w", EnvE2EPinWorker, err)
 		}
 		cfg.PinWorker = on
+	}
+	if v := os.Getenv(EnvE2EPoll); v != "" {
+		m, err := afxdp.ParsePollMode(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", EnvE2EPoll, err)
+		}
+		cfg.PollMode = m
+	}
+	if v := os.Getenv(EnvE2ENice); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", EnvE2ENice, err)
+		}
+		cfg.WorkerNice = n
+	}
+	if v := os.Getenv(EnvE2ERing); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", EnvE2ERing, err)
+		}
+		cfg.RingSize = n
 	}
 	for _, d := range []struct {
 		env string

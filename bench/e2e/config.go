@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tabbynet/tabby/datapath/afxdp"
 )
 
 // Implementation names, as they appear in results.
@@ -153,6 +155,13 @@ type Config struct {
 	// thread does not use (engine.Config.WorkerCPUs). Off by default: on
 	// this shared 2-vCPU machine its effect was not measurable.
 	PinWorker bool
+	// PollMode is the afxdp DUT worker's poll mode (default adaptive, the
+	// agent's default).
+	PollMode afxdp.PollMode
+	// WorkerNice is the afxdp DUT worker's nice value (engine.Config).
+	WorkerNice int
+	// RingSize is the afxdp DUT's ring size (engine.Config; 0: default).
+	RingSize int
 	// Progress receives one line per step (nil: discarded).
 	Progress func(format string, args ...any)
 	// Emit, if set, receives every result as soon as it is measured.

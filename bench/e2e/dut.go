@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/tabbynet/tabby/datapath"
-	"github.com/tabbynet/tabby/datapath/afxdp"
 	"github.com/tabbynet/tabby/datapath/engine"
 	"github.com/tabbynet/tabby/encap"
 )
@@ -169,13 +168,15 @@ func (a *afxdpDUT) start(ctx context.Context, cs caseSpec) error {
 		Interfaces:    []engine.Interface{{Name: dutInIf}, {Name: dutOutIf}},
 		Tables:        a.tables,
 		PortKind:      engine.PortAFXDP,
-		PollMode:      afxdp.PollAdaptive,
+		PollMode:      a.l.pollMode,
 		BatchSize:     64,
 		PodCIDRs:      pods,
 		NodeAddress:   node,
 		HostAddresses: []netip.Addr{dutInIP, dutOut},
 		Netns:         a.l.dut.Handle(),
 		WorkerCPUs:    []int{a.l.workerCPU},
+		WorkerNice:    a.l.nice,
+		RingSize:      a.l.ring,
 		Logger:        a.log,
 	})
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tabbynet/tabby/bench/topo"
+	"github.com/tabbynet/tabby/datapath/afxdp"
 	"github.com/tabbynet/tabby/datapath/header"
 )
 
@@ -119,6 +120,10 @@ type lab struct {
 	dutOutMAC, sinkMAC header.MAC
 	// workerCPU is the CPU the afxdp DUT's worker is pinned to (-1: none).
 	workerCPU int
+	// pollMode is the afxdp DUT worker's poll mode.
+	pollMode afxdp.PollMode
+	nice     int
+	ring     int
 }
 
 func toMAC(hw net.HardwareAddr) header.MAC {

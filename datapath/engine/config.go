@@ -106,6 +106,12 @@ type Config struct {
 	// to cores nothing else runs on: a poll-mode worker that the scheduler
 	// preempts adds milliseconds to the latency of every packet it holds.
 	WorkerCPUs []int
+	// WorkerNice is the worker threads' nice value, -20..19 (0: left as
+	// inherited). The kernel forwards in softirq context, which no task
+	// preempts; a negative value gives the workers the same edge over the
+	// other tasks of a shared CPU, so that a queue is not left unserved
+	// for a whole scheduler slice (needs CAP_SYS_NICE; a failure is logged).
+	WorkerNice int
 
 	// Logger receives setup and teardown messages (default: discard).
 	// Nothing is logged per packet.
@@ -156,6 +162,9 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.PollMode > afxdp.PollInterrupt {
 		return cfg, fmt.Errorf("engine: unknown poll mode %d", cfg.PollMode)
+	}
+	if cfg.WorkerNice < -20 || cfg.WorkerNice > 19 {
+		return cfg, fmt.Errorf("engine: worker nice %d out of range -20..19", cfg.WorkerNice)
 	}
 	if cfg.BatchSize == 0 {
 		cfg.BatchSize = datapath.DefaultBatchSize

@@ -90,6 +90,14 @@ func (w *worker) run(ctx context.Context, cfg *Config) {
 			cfg.Logger.Warn("cannot pin worker", "worker", w.id, "cpu", cpu, "err", err)
 		}
 	}
+	if cfg.WorkerNice != 0 {
+		// Niceness is per thread on Linux: lock the goroutine to the
+		// thread it is set on (afxdp.Run locks it again and keeps it).
+		runtime.LockOSThread()
+		if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), cfg.WorkerNice); err != nil {
+			cfg.Logger.Warn("cannot set the worker's nice value", "worker", w.id, "nice", cfg.WorkerNice, "err", err)
+		}
+	}
 	// Flow records of policy Log rules are drained between batches (only
 	// when there are some: draining an empty ring costs a comparison).
 	logRecord := func(r *acl.LogRecord) {

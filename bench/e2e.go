@@ -185,20 +185,6 @@ func e2eFromEnv(cfg *e2e.Config) error {
 		}
 		cfg.PollMode = m
 	}
-	if v := os.Getenv(EnvE2ENice); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("%s: %w", EnvE2ENice, err)
-		}
-		cfg.WorkerNice = n
-	}
-	if v := os.Getenv(EnvE2ERing); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil {
-			return fmt.Errorf("%s: %w", EnvE2ERing, err)
-		}
-		cfg.RingSize = n
-	}
 	for _, d := range []struct {
 		env string
 		dst *time.Duration
@@ -214,7 +200,7 @@ func e2eFromEnv(cfg *e2e.Config) error {
 	for _, n := range []struct {
 		env string
 		dst *int
-	}{{EnvE2EReps, &cfg.Reps}, {EnvE2ERoutes, &cfg.Routes}} {
+	}{{EnvE2EReps, &cfg.Reps}, {EnvE2ERoutes, &cfg.Routes}, {EnvE2ENice, &cfg.WorkerNice}, {EnvE2ERing, &cfg.RingSize}} {
 		if v := os.Getenv(n.env); v != "" {
 			x, err := strconv.Atoi(v)
 			if err != nil {

@@ -285,34 +285,33 @@ var configKeys = []configKey{
 	{name: "bgpEnabled", env: "BGP", usage: "run the BGP speaker (true or false)",
 		set: func(c *Config, v string) (err error) { c.BGPEnabled, err = parseBool(v); return }},
 	{name: "debounce", env: "DEBOUNCE", usage: "reconciler debounce interval (50ms)",
-		set: func(c *Config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 || d > 10*time.Second {
-				return errors.New("must be a duration in 0s..10s")
-			}
-			c.Debounce = d
-			return nil
-		}},
+		set: durationKey(func(c *Config) *time.Duration { return &c.Debounce }, 0, 10*time.Second, false)},
 	{name: "ipamGCInterval", env: "IPAM_GC_INTERVAL",
 		usage: "how often leaked IPAM addresses of this node are released (10m; 0s: never)",
-		set: func(c *Config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 || (d > 0 && d < time.Second) {
-				return errors.New("must be 0s (never) or a duration of at least 1s")
-			}
-			c.IPAMGCInterval = d
-			return nil
-		}},
+		set:   durationKey(func(c *Config) *time.Duration { return &c.IPAMGCInterval }, time.Second, 0, true)},
 	{name: "ipamGCGracePeriod", env: "IPAM_GC_GRACE_PERIOD",
 		usage: "IPAM garbage collection spares allocations younger than this (15m)",
-		set: func(c *Config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				return errors.New("must be a duration of at least 0s")
+		set:   durationKey(func(c *Config) *time.Duration { return &c.IPAMGCGracePeriod }, 0, 0, false)},
+}
+
+// durationKey returns the setter of a duration key: at least lo, at most
+// hi (0: no bound); with zeroOff, 0s is also accepted (it turns the
+// feature off).
+func durationKey(field func(c *Config) *time.Duration, lo, hi time.Duration, zeroOff bool) func(c *Config, v string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < lo && !(zeroOff && d == 0) || hi > 0 && d > hi || d < 0 {
+			switch {
+			case hi > 0:
+				return fmt.Errorf("must be a duration in %s..%s", lo, hi)
+			case zeroOff:
+				return fmt.Errorf("must be 0s (off) or a duration of at least %s", lo)
 			}
-			c.IPAMGCGracePeriod = d
-			return nil
-		}},
+			return fmt.Errorf("must be a duration of at least %s", lo)
+		}
+		*field(c) = d
+		return nil
+	}
 }
 
 func lookupKey(name string) *configKey {

@@ -38,9 +38,11 @@ test-race:
 	$(GO) test -count=1 -race -timeout 20m -short $(RACE_PKGS)
 
 # The test/ module builds k8s.io/kubernetes' in-process kube-apiserver: ~7 min and
-# ~2.4 GB of build cache when cold. Never build it with -trimpath.
-test-k8s:
-	cd test && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
+# ~2.4 GB of build cache when cold. Never build it with -trimpath. test/kubernetes
+# tests the datastore; test/agent runs agents (root: network namespaces) and the
+# tabby CLI (bin/tabby) against the apiserver.
+test-k8s: build
+	cd test && $(GO) vet ./... && TABBY_BIN=$(abspath $(BIN))/tabby $(GO) test -count=1 -timeout 20m ./...
 
 ## bench: the micro-benchmark suites, human tables
 bench: build

@@ -35,9 +35,12 @@ func (a *Agent) connect(ctx context.Context, c *Config) error {
 		if err != nil {
 			return err
 		}
-		// The agent kinds have no custom resources: pods, namespaces and
-		// NetworkPolicies come from the cluster instead.
-		a.ds, a.store, a.cluster = kds, &Store{DS: kds}, kds.Cluster()
+		// The agent kinds are custom resources too, except
+		// WorkloadEndpoint: the cluster's pods are the endpoints, with
+		// this node's registrations in the endpoints file.
+		a.ds, a.cluster = kds, kds.Cluster()
+		a.objs = NewKubernetesObjects(kds)
+		a.store = &Store{DS: kds, Objects: a.objs}
 		return nil
 	case "etcd":
 	default:

@@ -45,9 +45,11 @@ func ResolveBootstrap(layers ...*ConfigLayer) (Config, error) {
 	return c, nil
 }
 
-// OpenStore connects to the datastore c names: etcd by its endpoints, or
-// else the embedded etcd of an agent whose state directory is c.StateDir.
-// Close the returned datastore when done.
+// OpenStore connects to the datastore c names: the Kubernetes cluster of
+// c.Datastore.Kubeconfig (the agent kinds as custom resources, see
+// KubernetesObjects), etcd by its endpoints, or else the embedded etcd of
+// an agent whose state directory is c.StateDir. Close the returned
+// datastore when done.
 func OpenStore(c Config) (*Store, func() error, error) {
 	switch c.Datastore.Type {
 	case "kubernetes":
@@ -55,9 +57,7 @@ func OpenStore(c Config) (*Store, func() error, error) {
 		if err != nil {
 			return nil, nil, err
 		}
-		// The agent kinds have no custom resources (yet): Store reports
-		// ErrKindUnavailable for them.
-		return &Store{DS: kds}, kds.Close, nil
+		return &Store{DS: kds, Objects: NewKubernetesObjects(kds)}, kds.Close, nil
 	case "etcd":
 	default:
 		return nil, nil, fmt.Errorf("datastore %q: unknown type", c.Datastore.Type)

@@ -84,9 +84,23 @@
 // fields after Calico v3) are therefore stored by an ObjectStore: with
 // etcd, EtcdObjects keeps them next to the datastore's keys
 // (<prefix>networkpolicies/<namespace>/<name>, ...) with the same
-// compare-and-swap and list-then-watch contract. Store gives the CLI and
-// the agent one view of every kind. Moving these kinds into package
-// resources would let every datastore backend store them unchanged.
+// compare-and-swap and list-then-watch contract; with Kubernetes,
+// KubernetesObjects keeps them as custom resources (deploy/crds) through
+// kubernetes.Datastore.Objects, with the apiserver's resourceVersions.
+// Store gives the CLI and the agent one view of every kind. Moving these
+// kinds into package resources would let every datastore backend store
+// them unchanged.
+//
+// With the Kubernetes datastore the agent watches the Tier, NetworkPolicy,
+// GlobalNetworkPolicy and AgentConfiguration custom resources, and the
+// cluster's own Pods, Namespaces and networking.k8s.io NetworkPolicies
+// (see k8s.go). The pods are the workload endpoints: WorkloadEndpoint
+// custom resources are neither watched nor written (KubernetesObjects
+// refuses the kind with ErrKindUnavailable), and this node's endpoint
+// registrations are kept in <stateDir>/endpoints.json, so each pod is
+// counted once. A converted Kubernetes NetworkPolicy is named
+// "knp.default.<name>" in its namespace; Tabby NetworkPolicy names may not
+// start with that prefix.
 //
 // # Endpoint API (for the CNI plugin)
 //
@@ -163,6 +177,10 @@
 //     whose veth is an engine port); kernel mode uses KernelRoutes
 //     (control/routes.Kernel); Options.Routes replaces either.
 //   - BGP: control/bgp's Speaker behind bgpSpeaker.
-//   - Kubernetes: datastoreType kubernetes is not wired in yet (Start and
-//     OpenStore return ErrKindUnavailable); see connect.
+//   - Kubernetes: datastoreType kubernetes (connect) uses
+//     control/datastore/kubernetes for the resources, KubernetesObjects
+//     for the agent kinds and its Cluster for pods, namespaces and
+//     NetworkPolicies; Options.Cluster adds the cluster's objects to an
+//     etcd datastore. test/agent (the test/ module) runs agents in this
+//     mode against a real kube-apiserver.
 package agent

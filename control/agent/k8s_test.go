@@ -94,6 +94,14 @@ func TestAgentClusterObjects(t *testing.T) {
 	if err != nil || !strings.Contains(string(b), "k8s-c1") {
 		t.Errorf("endpoints file: %v %s", err, b)
 	}
+	// Deleting the NetworkPolicy lifts it (the compiler knows it as
+	// "knp.default.web", not by its key).
+	if err := client.NetworkingV1().NetworkPolicies("shop").Delete(ctx, "web", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the NetworkPolicy lifted", 10*time.Second, func() bool {
+		return check("192.0.2.99", 8080) == acl.Allowed && check("10.70.99.5", 9090) == acl.Allowed
+	})
 	dr, err := NewClient(a.Addr("cni")).DeleteEndpoint(ctx, "k8s-c1")
 	if err != nil || len(dr.Released) != 1 || len(dr.Endpoints) != 1 {
 		t.Errorf("delete: %v %+v", err, dr)

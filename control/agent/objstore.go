@@ -148,6 +148,19 @@ func typeMetaOf(obj Object) *resources.TypeMeta {
 // decodeObject decodes a stored object (unknown fields ignored: a newer
 // writer may have added some).
 func decodeObject(kind resources.Kind, value []byte, modRev int64) (Object, error) {
+	obj, err := decodeStored(kind, value)
+	if err != nil {
+		return nil, err
+	}
+	obj.Meta().ResourceVersion = strconv.FormatInt(modRev, 10)
+	return obj, nil
+}
+
+// decodeStored decodes the JSON of a stored object of an agent kind,
+// ignoring unknown fields (a newer writer may have added some, and the
+// apiserver adds metadata Tabby does not model); apiVersion and kind are
+// set, and a stored kind other than kind is an error.
+func decodeStored(kind resources.Kind, value []byte) (Object, error) {
 	info, ok := agentKinds[kind]
 	if !ok {
 		return nil, fmt.Errorf("decode %s: %w", kind, errNotAgentKind)
@@ -160,7 +173,6 @@ func decodeObject(kind resources.Kind, value []byte, modRev int64) (Object, erro
 		return nil, fmt.Errorf("decode %s: stored kind is %q", kind, tm.Kind)
 	}
 	setTypeMeta(obj)
-	obj.Meta().ResourceVersion = strconv.FormatInt(modRev, 10)
 	return obj, nil
 }
 

@@ -161,6 +161,11 @@ spec:
   node: n1
   containerID: abc
   ipNetworks: [10.65.0.1/24]
+---
+apiVersion: tabby.dev/v1
+kind: NetworkPolicy
+metadata: {name: knp.default.web, namespace: shop}
+spec: {}
 `
 	objs, err := Decode([]byte(doc))
 	if err != nil {
@@ -172,6 +177,7 @@ spec:
 		`NetworkPolicy "shop/p3": spec.ingress[0].action: "Maybe" is not one of Allow, Deny, Pass, Log`,
 		`NetworkPolicy "p4": metadata.namespace: is required for NetworkPolicy`,
 		`WorkloadEndpoint "shop/w1": spec.ipNetworks[0]: "10.65.0.1/24" is not a host prefix (/32)`,
+		`NetworkPolicy "shop/knp.default.web": metadata.name: "knp.default.web": the prefix "knp.default." is reserved`,
 	}
 	for i, o := range objs {
 		o.Default()

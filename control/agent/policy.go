@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/tabbynet/tabby/acl"
+	"github.com/tabbynet/tabby/control/policyconv"
 	"github.com/tabbynet/tabby/control/resources"
 )
 
@@ -183,6 +184,10 @@ func (p *NetworkPolicy) Validate() error {
 	fe.meta(p)
 	if p.Spec.NamespaceSelector != "" {
 		fe.add("spec.namespaceSelector", "is only valid in a GlobalNetworkPolicy")
+	}
+	if strings.HasPrefix(p.Name, policyconv.NamePrefix) {
+		// The converted Kubernetes NetworkPolicies are named so.
+		fe.add("metadata.name", "%q: the prefix %q is reserved for Kubernetes NetworkPolicies", p.Name, policyconv.NamePrefix)
 	}
 	if len(fe) == 0 {
 		if _, err := p.ToACL(); err != nil {

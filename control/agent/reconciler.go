@@ -364,15 +364,16 @@ func (r *reconciler) applyTier(t *Tier, del bool) {
 }
 
 func (r *reconciler) applyPolicy(key resources.Key, del bool, convert func() (acl.Policy, error)) {
-	id := key.Name
-	if key.Namespace != "" {
-		id = key.Namespace + "/" + key.Name
-	}
 	if del {
+		// The compiler knows the policy by its converted ID, which is not
+		// always the key's (a Kubernetes NetworkPolicy "web" is
+		// "knp.default.web"); only a policy in r.policies was given to it.
+		if p, ok := r.policies[key]; ok {
+			r.compiler.DeletePolicy(p.ID())
+		}
 		delete(r.policies, key)
 		delete(r.pending, key)
 		delete(r.objErrs, key)
-		r.compiler.DeletePolicy(id)
 		r.dirty.policy = true
 		return
 	}

@@ -10,8 +10,9 @@ import (
 	"github.com/tabbynet/tabby/control/resources"
 )
 
-// ErrKindUnavailable: the backend in use cannot store an agent kind (the
-// Kubernetes datastore has no ObjectStore yet).
+// ErrKindUnavailable: the backend in use does not store an agent kind
+// (WorkloadEndpoint with the Kubernetes datastore, whose pods are the
+// endpoints; every agent kind with a Store without Objects).
 var ErrKindUnavailable = errors.New("kind not available with this datastore")
 
 // Store gives one view of every kind: the kinds of package resources go to

@@ -30,6 +30,7 @@ import (
 	"k8s.io/klog/v2"
 	kubeapiservertesting "k8s.io/kubernetes/cmd/kube-apiserver/app/testing"
 
+	"github.com/tabbynet/tabby/control/agent"
 	"github.com/tabbynet/tabby/control/datastore/etcd"
 	"github.com/tabbynet/tabby/control/datastore/kubernetes"
 	"github.com/tabbynet/tabby/control/resources"
@@ -163,9 +164,14 @@ func (s *Server) installCRDs(ctx context.Context, dir string) error {
 	// takes a while (about 2s); do it for every kind now, at once.
 	start = time.Now()
 	var wg sync.WaitGroup
-	errs := make([]error, len(resources.Kinds()))
-	for i, info := range resources.Kinds() {
+	kinds, agentKinds := resources.Kinds(), agent.AgentKinds()
+	errs := make([]error, len(kinds)+len(agentKinds))
+	for i, info := range kinds {
 		wg.Go(func() { _, errs[i] = d.ListKeys(ctx, info.Kind) })
+	}
+	// The agent's kinds (policies, tiers, configurations) too.
+	for i, info := range agentKinds {
+		wg.Go(func() { _, errs[len(kinds)+i] = d.Objects(info.Kind, info.Plural, info.Namespaced).List(ctx) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {

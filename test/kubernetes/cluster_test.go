@@ -295,7 +295,7 @@ func TestClusterReconnect(t *testing.T) {
 	defer namespaces.Stop()
 	synced(t, namespaces, nameOf[*corev1.Namespace])
 
-	px.cut()
+	px.Cut()
 	sawError := false
 	deadline := time.After(10 * time.Second)
 	for !sawError {
@@ -318,7 +318,7 @@ func TestClusterReconnect(t *testing.T) {
 		}
 		t.Cleanup(func() { cs.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}) })
 	}
-	px.restore()
+	px.Restore()
 	got := map[string]bool{}
 	for len(got) < 2 {
 		ev := objectEvent(t, namespaces)

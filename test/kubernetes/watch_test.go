@@ -158,15 +158,15 @@ func TestWatchResyncAfterExpiry(t *testing.T) {
 
 // viaProxy returns a datastore reaching the shared apiserver through a
 // proxy.
-func viaProxy(t *testing.T, cfg kubernetes.Config) (*kubernetes.Datastore, *proxy) {
+func viaProxy(t *testing.T, cfg kubernetes.Config) (*kubernetes.Datastore, *kubeapi.Proxy) {
 	t.Helper()
 	rc := rest.CopyConfig(kubeapi.Shared(t).Config)
 	u, err := url.Parse(rc.Host)
 	if err != nil {
 		t.Fatal(err)
 	}
-	px := newProxy(t, u.Host)
-	rc.Host = "https://" + px.addr
+	px := kubeapi.NewProxy(t, u.Host)
+	rc.Host = "https://" + px.Addr()
 	cfg.RESTConfig = rc
 	return kubeapi.Datastore(t, cfg), px
 }
@@ -189,7 +189,7 @@ func TestWatchReconnect(t *testing.T) {
 	defer w.Stop()
 	equal(t, until(t, w, datastore.Synced), "Added a", "Added b")
 
-	px.cut()
+	px.Cut()
 	start := time.Now()
 	gctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	_, err = d.Get(gctx, nodeKey("a"))
@@ -207,7 +207,7 @@ func TestWatchReconnect(t *testing.T) {
 	remove(t, direct, "b")
 	mustCreate(t, direct, node("c", nil))
 	time.Sleep(300 * time.Millisecond) // a few failed retries
-	px.restore()
+	px.Restore()
 	equal(t, until(t, w, datastore.Synced), "Modified a zone=x", "Deleted b", "Added c")
 	mustCreate(t, direct, node("d", nil))
 	if got := describe(next(t, w)); got != "Added d" {
@@ -230,7 +230,7 @@ func TestWatchProbe(t *testing.T) {
 	defer w.Stop()
 	equal(t, until(t, w, datastore.Synced), "Added a")
 
-	px.freeze()
+	px.Freeze()
 	start := time.Now()
 	ev := next(t, w)
 	if ev.Type != datastore.Error || !errors.Is(ev.Err, kubernetes.ErrProbeFailed) {
@@ -239,7 +239,7 @@ func TestWatchProbe(t *testing.T) {
 	t.Logf("watch reported %v after %s", ev.Err, time.Since(start).Round(time.Millisecond))
 	relabel(t, direct, "a", "x")
 	mustCreate(t, direct, node("b", nil))
-	px.unfreeze()
+	px.Unfreeze()
 	equal(t, until(t, w, datastore.Synced), "Modified a zone=x", "Added b")
 	remove(t, direct, "a")
 	if got := describe(next(t, w)); got != "Deleted a zone=x" {

@@ -48,8 +48,9 @@
 // Objects (objects.go) gives the same storage, compare-and-swap and watch
 // for the tabby.dev kinds package resources does not define — the agent's
 // AgentConfiguration, Tier, NetworkPolicy, GlobalNetworkPolicy and
-// WorkloadEndpoint — on JSON documents, so the agent can put its object
-// store on Kubernetes without this package importing it.
+// WorkloadEndpoint — on JSON documents, so the agent's object store
+// (agent.KubernetesObjects) lives on Kubernetes without this package
+// importing the agent.
 //
 // # CRDs
 //

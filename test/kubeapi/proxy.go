@@ -1,4 +1,4 @@
-package kubernetes_test
+package kubeapi
 
 import (
 	"io"
@@ -8,11 +8,11 @@ import (
 	"time"
 )
 
-// proxy is a TCP proxy the test can cut (a partition the client notices:
+// Proxy is a TCP proxy a test can cut (a partition the client notices:
 // connections are closed, new ones refused) or freeze (a partition it
 // does not: connections stay open and carry nothing).
-type proxy struct {
-	t      *testing.T
+type Proxy struct {
+	t      testing.TB
 	target string
 	addr   string
 
@@ -23,15 +23,21 @@ type proxy struct {
 	thaw   chan struct{}
 }
 
-func newProxy(t *testing.T, target string) *proxy {
-	p := &proxy{t: t, target: target, thaw: make(chan struct{})}
+// NewProxy starts a proxy to target (host:port) on a free port of
+// 127.0.0.1; it is cut in t.Cleanup.
+func NewProxy(t testing.TB, target string) *Proxy {
+	t.Helper()
+	p := &Proxy{t: t, target: target, thaw: make(chan struct{})}
 	p.listen("127.0.0.1:0")
 	p.addr = p.ln.Addr().String()
-	t.Cleanup(func() { p.unfreeze(); p.cut() })
+	t.Cleanup(func() { p.Unfreeze(); p.Cut() })
 	return p
 }
 
-func (p *proxy) listen(addr string) {
+// Addr is the proxy's address (host:port).
+func (p *Proxy) Addr() string { return p.addr }
+
+func (p *Proxy) listen(addr string) {
 	var ln net.Listener
 	var err error
 	for range 50 { // the port may linger briefly after a cut
@@ -67,7 +73,7 @@ func (p *proxy) listen(addr string) {
 }
 
 // copy forwards src to dst, holding data while the proxy is frozen.
-func (p *proxy) copy(dst io.Writer, src io.Reader) {
+func (p *Proxy) copy(dst io.Writer, src io.Reader) {
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
@@ -88,8 +94,8 @@ func (p *proxy) copy(dst io.Writer, src io.Reader) {
 	}
 }
 
-// cut closes the listener and every connection.
-func (p *proxy) cut() {
+// Cut closes the listener and every connection.
+func (p *Proxy) Cut() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ln != nil {
@@ -102,17 +108,18 @@ func (p *proxy) cut() {
 	p.conns = nil
 }
 
-func (p *proxy) restore() { p.listen(p.addr) }
+// Restore listens again on the same address.
+func (p *Proxy) Restore() { p.listen(p.addr) }
 
-// freeze stops forwarding without closing anything.
-func (p *proxy) freeze() {
+// Freeze stops forwarding without closing anything.
+func (p *Proxy) Freeze() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.frozen = true
 }
 
-// unfreeze forwards what was held and goes on.
-func (p *proxy) unfreeze() {
+// Unfreeze forwards what was held and goes on.
+func (p *Proxy) Unfreeze() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.frozen {

@@ -58,8 +58,6 @@ var backend = datastoretest.Backend{
 	Name: "kubernetes",
 	// The apiserver's own error, passed on.
 	InvalidVersionError: "",
-	// The deleted object carries the version of its deletion.
-	DeletedAtObjectVersion: true,
 	// A resourceVersion older than the apiserver's watch cache (as after
 	// an apiserver restart) is answered with 410 Gone.
 	Expire: func(t *testing.T, d datastore.Datastore, list *datastore.List) *datastore.List {

@@ -35,7 +35,7 @@ func TestWatchServerTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	datastoretest.Equal(t, backend.Until(t, w, datastore.Synced), "Added a")
+	datastoretest.Equal(t, datastoretest.Until(t, w, datastore.Synced), "Added a")
 	for i, zone := range []string{"1", "2", "3"} {
 		time.Sleep(700 * time.Millisecond) // across a few server timeouts
 		datastoretest.Relabel(t, d, "a", zone)

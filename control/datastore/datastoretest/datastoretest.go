@@ -40,12 +40,6 @@ type Backend struct {
 	// server's error (then it is only required to be a non-conflict
 	// error).
 	InvalidVersionError string
-	// DeletedAtObjectVersion: a Deleted event's Revision is the
-	// resourceVersion of the object it carries (Kubernetes, whose deleted
-	// object carries the version of its deletion). Without it (etcd: the
-	// object keeps its last stored version, the event has the
-	// deletion's) only Added and Modified events are compared.
-	DeletedAtObjectVersion bool
 	// Expire is called by WatchResync after changes made since list was
 	// read; it returns a list (list itself or a copy) whose revision the
 	// backend no longer serves: etcd compacts, Kubernetes names a

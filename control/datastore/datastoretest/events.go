@@ -71,9 +71,9 @@ func Describe(ev datastore.Event) string {
 
 // Until collects w's object events, described and sorted, up to the next
 // event of type typ; Error events, whose number depends on timing, are
-// logged and skipped. Every object event's revision is checked (see
-// Backend.DeletedAtObjectVersion).
-func (b Backend) Until(t testing.TB, w datastore.Watcher, typ datastore.EventType) []string {
+// logged and skipped. Every object event's revision is checked
+// (CheckRevision).
+func Until(t testing.TB, w datastore.Watcher, typ datastore.EventType) []string {
 	t.Helper()
 	var out []string
 	for {
@@ -87,21 +87,18 @@ func (b Backend) Until(t testing.TB, w datastore.Watcher, typ datastore.EventTyp
 		case ev.Object == nil:
 			t.Fatalf("unexpected %s event", ev.Type)
 		default:
-			b.CheckRevision(t, ev)
+			CheckRevision(t, ev)
 			out = append(out, Describe(ev))
 		}
 	}
 }
 
 // CheckRevision reports an error when an object event's Revision is not
-// its object's resourceVersion: always for Added and Modified, for
-// Deleted when the backend sets DeletedAtObjectVersion.
-func (b Backend) CheckRevision(t testing.TB, ev datastore.Event) {
+// its object's resourceVersion (for Deleted, the version of the
+// deletion).
+func CheckRevision(t testing.TB, ev datastore.Event) {
 	t.Helper()
-	if ev.Object == nil || (ev.Type == datastore.Deleted && !b.DeletedAtObjectVersion) {
-		return
-	}
-	if ev.Revision != ev.Object.Meta().ResourceVersion {
+	if ev.Object != nil && ev.Revision != ev.Object.Meta().ResourceVersion {
 		t.Errorf("%s: event revision %s, object %s", Describe(ev), ev.Revision, ev.Object.Meta().ResourceVersion)
 	}
 }

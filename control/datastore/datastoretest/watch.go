@@ -26,14 +26,14 @@ func (b Backend) Watch(t *testing.T, d, closing datastore.Datastore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	Equal(t, b.Until(t, w, datastore.Synced), "Added a", "Added b")
+	Equal(t, Until(t, w, datastore.Synced), "Added a", "Added b")
 	MustCreate(t, d, Node("c", nil))
 	Relabel(t, d, "a", "x")
 	Remove(t, d, "b")
 	var got []string
 	for range 3 {
 		ev := Next(t, w)
-		b.CheckRevision(t, ev)
+		CheckRevision(t, ev)
 		got = append(got, Describe(ev))
 	}
 	if strings.Join(got, "; ") != "Added c; Modified a zone=x; Deleted b" {
@@ -51,14 +51,14 @@ func (b Backend) Watch(t *testing.T, d, closing datastore.Datastore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.Until(t, w, datastore.Synced)
+	Until(t, w, datastore.Synced)
 	cancel()
 	WaitClosed(t, w)
 	w, err = closing.Watch(ctx, resources.KindNode, datastore.WatchOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.Until(t, w, datastore.Synced)
+	Until(t, w, datastore.Synced)
 	closing.Close()
 	WaitClosed(t, w)
 	if _, err := d.Watch(ctx, "Nope", datastore.WatchOptions{}); err == nil {
@@ -100,7 +100,7 @@ func (b Backend) WatchResync(t *testing.T, d datastore.Datastore) {
 		t.Fatalf("want an Error event for the expired revision, got %s %v", ev.Type, ev.Err)
 	}
 	t.Logf("error event: %v", ev.Err)
-	Equal(t, b.Until(t, w, datastore.Synced), "Modified change zone=new", "Deleted gone", "Added new")
+	Equal(t, Until(t, w, datastore.Synced), "Modified change zone=new", "Deleted gone", "Added new")
 	// And the watch goes on.
 	Relabel(t, d, "keep", "k")
 	if got := Describe(Next(t, w)); got != "Modified keep zone=k" {
@@ -118,7 +118,7 @@ func (b Backend) WatchResync(t *testing.T, d datastore.Datastore) {
 		t.Fatal(err)
 	}
 	defer w2.Stop()
-	Equal(t, b.Until(t, w2, datastore.Synced))
+	Equal(t, Until(t, w2, datastore.Synced))
 	if got := Describe(Next(t, w2)); got != "Deleted keep zone=k" {
 		t.Fatalf("from a list: %s", got)
 	}
@@ -139,7 +139,7 @@ func (b Backend) WatchReconnect(t *testing.T, direct, via datastore.Datastore, p
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	Equal(t, b.Until(t, w, datastore.Synced), "Added a", "Added b")
+	Equal(t, Until(t, w, datastore.Synced), "Added a", "Added b")
 
 	px.Cut()
 	start := time.Now()
@@ -163,7 +163,7 @@ func (b Backend) WatchReconnect(t *testing.T, direct, via datastore.Datastore, p
 	}
 	time.Sleep(300 * time.Millisecond) // a few failed retries
 	px.Restore()
-	Equal(t, b.Until(t, w, datastore.Synced), "Modified a zone=x", "Deleted b", "Added c")
+	Equal(t, Until(t, w, datastore.Synced), "Modified a zone=x", "Deleted b", "Added c")
 	MustCreate(t, direct, Node("d", nil))
 	if got := Describe(Next(t, w)); got != "Added d" {
 		t.Fatalf("after reconnect: %s", got)
@@ -183,7 +183,7 @@ func (b Backend) WatchProbe(t *testing.T, direct, via datastore.Datastore, px *P
 		t.Fatal(err)
 	}
 	defer w.Stop()
-	Equal(t, b.Until(t, w, datastore.Synced), "Added a")
+	Equal(t, Until(t, w, datastore.Synced), "Added a")
 
 	px.Freeze()
 	start := time.Now()
@@ -195,7 +195,7 @@ func (b Backend) WatchProbe(t *testing.T, direct, via datastore.Datastore, px *P
 	Relabel(t, direct, "a", "x")
 	MustCreate(t, direct, Node("b", nil))
 	px.Unfreeze()
-	Equal(t, b.Until(t, w, datastore.Synced), "Modified a zone=x", "Added b")
+	Equal(t, Until(t, w, datastore.Synced), "Modified a zone=x", "Added b")
 	Remove(t, direct, "a")
 	if got := Describe(Next(t, w)); got != "Deleted a zone=x" {
 		t.Fatalf("after the partition: %s", got)

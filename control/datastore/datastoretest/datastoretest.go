@@ -11,14 +11,15 @@
 // the contract leaves to the backend (error texts, how a watched revision
 // expires, which error a probe reports) are methods of Backend.
 //
-// The helpers (Node, Pool, MustCreate, Relabel, Remove, Next, Receive,
-// Until, Equal, WaitClosed, Proxy) serve the backends' own tests too.
-// Every wait for an event is bounded by EventTimeout: a test fails instead
-// of hanging, and no test asserts speed.
+// The helpers (Node, Pool, MustCreate, Relabel, Remove, Receive, Next,
+// Until, CheckRevision, Equal, WaitClosed, Proxy, RefusedAddr,
+// SilentAddr) serve the backends' own tests too. Every wait for an event
+// is bounded by EventTimeout: a test fails instead of hanging, and no
+// test asserts speed.
 //
-// The package imports only the main module (datastore, resources) and the
-// standard library: backends and their harnesses (etcdtest, test/kubeapi)
-// import it, never the reverse.
+// The package imports only datastore, resources and the standard library,
+// never a backend or a harness (etcdtest, test/kubeapi): the backends'
+// tests import it.
 package datastoretest
 
 import (
@@ -29,8 +30,8 @@ import (
 	"github.com/tabbynet/tabby/control/resources"
 )
 
-// Backend is what the contract leaves to each backend. The zero value of a
-// field is the stricter choice where there is one.
+// Backend is what the contract leaves to each backend. Expire, IsExpired
+// and IsProbeFailed are required by the watch tests that use them.
 type Backend struct {
 	// Name begins the backend's own error messages ("etcd",
 	// "kubernetes").

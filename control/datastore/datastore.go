@@ -62,8 +62,9 @@ type Datastore interface {
 	// Watch lists and then watches one kind until ctx is done or Stop is
 	// called (see the package documentation).
 	Watch(ctx context.Context, kind resources.Kind, opts WatchOptions) (Watcher, error)
-	// Close releases the backend's connections. It does not stop an
-	// embedded server the backend did not start.
+	// Close ends every Watch (their Events are closed) and releases the
+	// backend's connections. It does not stop an embedded server the
+	// backend did not start.
 	Close() error
 }
 

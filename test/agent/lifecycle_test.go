@@ -19,6 +19,7 @@ import (
 
 	"github.com/tabbynet/tabby/control/agent"
 	"github.com/tabbynet/tabby/control/datastore"
+	"github.com/tabbynet/tabby/control/datastore/datastoretest"
 	"github.com/tabbynet/tabby/control/resources"
 	"github.com/tabbynet/tabby/test/kubeapi"
 )
@@ -236,7 +237,7 @@ func TestApiserverOutage(t *testing.T) {
 	rc := rest.CopyConfig(kubeapi.Shared(t).Config)
 	u, err := url.Parse(rc.Host)
 	must(t, err)
-	px := kubeapi.NewProxy(t, u.Host)
+	px := datastoretest.NewProxy(t, u.Host)
 	rc.Host = "https://" + px.Addr()
 	e.kubeconfig = kubeapi.KubeconfigOf(t, rc)
 	a := e.start(n1, nil)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tabbynet/tabby/control/agent"
 	"github.com/tabbynet/tabby/control/datastore"
+	"github.com/tabbynet/tabby/control/datastore/datastoretest"
 	"github.com/tabbynet/tabby/control/datastore/kubernetes"
 	"github.com/tabbynet/tabby/control/resources"
 	"github.com/tabbynet/tabby/test/kubeapi"
@@ -209,7 +210,7 @@ func TestKubernetesObjectsWatch(t *testing.T) {
 	rc := rest.CopyConfig(kubeapi.Shared(t).Config)
 	u, err := url.Parse(rc.Host)
 	must(t, err)
-	px := kubeapi.NewProxy(t, u.Host)
+	px := datastoretest.NewProxy(t, u.Host)
 	rc.Host = "https://" + px.Addr()
 	objs, _ := objectStore(t, rc, kubernetes.Config{ProbeInterval: 300 * time.Millisecond,
 		BackoffInitial: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, RequestTimeout: 2 * time.Second})

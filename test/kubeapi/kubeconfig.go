@@ -55,7 +55,7 @@ func Kubeconfig(tb testing.TB) string {
 }
 
 // KubeconfigOf writes the kubeconfig of rc (say, a copy of the shared
-// server's Config whose Host is a Proxy) into tb's temporary directory
+// server's Config whose Host is a datastoretest.Proxy) into tb's temporary directory
 // and returns its path.
 func KubeconfigOf(tb testing.TB, rc *rest.Config) string {
 	tb.Helper()

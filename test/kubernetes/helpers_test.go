@@ -2,13 +2,13 @@ package kubernetes_test
 
 import (
 	"context"
+	"errors"
 	"net/netip"
-	"sort"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/tabbynet/tabby/control/datastore"
+	"github.com/tabbynet/tabby/control/datastore/datastoretest"
 	"github.com/tabbynet/tabby/control/datastore/kubernetes"
 	"github.com/tabbynet/tabby/control/resources"
 	"github.com/tabbynet/tabby/test/kubeapi"
@@ -44,104 +44,32 @@ func purge(t *testing.T, d datastore.Datastore) {
 	}
 }
 
-func pool(name, cidr string) *resources.IPPool {
-	return &resources.IPPool{ObjectMeta: resources.ObjectMeta{Name: name}, Spec: resources.IPPoolSpec{CIDR: cidr}}
-}
+// Shorthands for the shared helpers, used by the Kubernetes-only tests.
+var (
+	node       = datastoretest.Node
+	nodeKey    = datastoretest.NodeKey
+	pool       = datastoretest.Pool
+	mustCreate = datastoretest.MustCreate
+)
 
-func node(name string, labels map[string]string) *resources.Node {
-	return &resources.Node{ObjectMeta: resources.ObjectMeta{Name: name, Labels: labels}}
-}
-
-func nodeKey(name string) resources.Key { return resources.Key{Kind: resources.KindNode, Name: name} }
-
-// next returns the next event, failing the test after a timeout.
-func next(t *testing.T, w datastore.Watcher) datastore.Event {
-	t.Helper()
-	select {
-	case ev, ok := <-w.Events():
-		if !ok {
-			t.Fatal("events closed")
-		}
-		return ev
-	case <-time.After(15 * time.Second):
-		t.Fatal("no event within 15s")
-	}
-	panic("unreachable")
-}
-
-// describe formats an object event as "Added n1 zone=a".
-func describe(ev datastore.Event) string {
-	s := ev.Type.String()
-	if ev.Object != nil {
-		s += " " + ev.Object.Meta().Name
-		if z := ev.Object.Meta().Labels["zone"]; z != "" {
-			s += " zone=" + z
-		}
-	}
-	return s
-}
-
-// until collects object events up to the next event of type typ
-// (skipping Error events, whose number depends on timing), sorted.
-func until(t *testing.T, w datastore.Watcher, typ datastore.EventType) []string {
-	t.Helper()
-	var out []string
-	for {
-		ev := next(t, w)
-		switch {
-		case ev.Type == typ:
-			sort.Strings(out)
-			return out
-		case ev.Type == datastore.Error:
-			t.Logf("error event: %v", ev.Err)
-		case ev.Object == nil:
-			t.Fatalf("unexpected %s event", ev.Type)
-		default:
-			if ev.Revision != ev.Object.Meta().ResourceVersion {
-				t.Errorf("%s: event revision %s, object %s", describe(ev), ev.Revision, ev.Object.Meta().ResourceVersion)
-			}
-			out = append(out, describe(ev))
-		}
-	}
-}
-
-func equal(t *testing.T, got []string, want ...string) {
-	t.Helper()
-	sort.Strings(want)
-	if strings.Join(got, "; ") != strings.Join(want, "; ") {
-		t.Fatalf("events\n got: %s\nwant: %s", strings.Join(got, "; "), strings.Join(want, "; "))
-	}
-}
-
-func mustCreate(t *testing.T, d datastore.Datastore, obj resources.Resource) resources.Resource {
-	t.Helper()
-	out, err := d.Create(context.Background(), obj)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-func relabel(t *testing.T, d datastore.Datastore, name, zone string) {
-	t.Helper()
-	ctx := context.Background()
-	n, err := datastore.Get[*resources.Node](ctx, d, name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.Labels = map[string]string{"zone": zone}
-	if _, err := d.Update(ctx, n); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func remove(t *testing.T, d datastore.Datastore, name string) {
-	t.Helper()
-	if _, err := d.Delete(context.Background(), nodeKey(name), ""); err != nil {
-		t.Fatal(err)
-	}
+// backend is what the shared contract tests need to know about the
+// Kubernetes datastore.
+var backend = datastoretest.Backend{
+	Name: "kubernetes",
+	// The apiserver's own error, passed on.
+	InvalidVersionError: "",
+	// A resourceVersion older than the apiserver's watch cache (as after
+	// an apiserver restart) is answered with 410 Gone.
+	Expire: func(t *testing.T, d datastore.Datastore, list *datastore.List) *datastore.List {
+		expired := *list
+		expired.Revision = "1"
+		return &expired
+	},
+	IsExpired:     func(err error) bool { return errors.Is(err, kubernetes.ErrExpired) },
+	IsProbeFailed: func(err error) bool { return errors.Is(err, kubernetes.ErrProbeFailed) },
+	// A cut connection ends the watch request with the transport's error,
+	// which varies with timing: any Error event will do.
+	IsCutError: nil,
 }
 
 func netipPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
-
-func timeout() <-chan time.Time { return time.After(15 * time.Second) }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/tabbynet/tabby/control/agent"
 	"github.com/tabbynet/tabby/control/datastore"
+	"github.com/tabbynet/tabby/control/datastore/datastoretest"
 	"github.com/tabbynet/tabby/control/datastore/kubernetes"
 	"github.com/tabbynet/tabby/control/resources"
 )
@@ -119,16 +120,11 @@ func purgeObjects(t *testing.T, objs *kubernetes.Objects) {
 func nextObjectEvent(t *testing.T, w kubernetes.ObjectWatcher) kubernetes.ObjectEvent {
 	t.Helper()
 	for {
-		select {
-		case ev := <-w.Events():
-			if ev.Type == datastore.Error {
-				t.Logf("error event: %v", ev.Err)
-				continue
-			}
+		ev := datastoretest.Receive(t, w.Events())
+		if ev.Type != datastore.Error {
 			return ev
-		case <-timeout():
-			t.Fatal("no event within 15s")
 		}
+		t.Logf("error event: %v", ev.Err)
 	}
 }
 

@@ -99,6 +99,9 @@ type Datastore struct {
 	cfg Config
 	cli *clientv3.Client
 	log *slog.Logger
+	// closed is cancelled by Close; it ends every watch.
+	closed      context.Context
+	cancelWatch context.CancelFunc
 }
 
 var (
@@ -139,15 +142,20 @@ func New(cfg Config) (*Datastore, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd: connect to %s: %w", strings.Join(cfg.Endpoints, ","), err)
 	}
-	return &Datastore{cfg: cfg, cli: cli, log: cfg.Logger}, nil
+	closed, cancel := context.WithCancel(context.Background())
+	return &Datastore{cfg: cfg, cli: cli, log: cfg.Logger, closed: closed, cancelWatch: cancel}, nil
 }
 
 // Client returns the underlying etcd client (for tests and tools: compaction,
 // status).
 func (d *Datastore) Client() *clientv3.Client { return d.cli }
 
-// Close closes the client connections.
-func (d *Datastore) Close() error { return d.cli.Close() }
+// Close ends every watch (their Events are closed) and closes the client
+// connections.
+func (d *Datastore) Close() error {
+	d.cancelWatch()
+	return d.cli.Close()
+}
 
 // Prefix returns the key prefix in use.
 func (d *Datastore) Prefix() string { return d.cfg.Prefix }

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -17,176 +17,53 @@ import (
 
 func TestMain(m *testing.M) { etcdtest.Main(m) }
 
-func pool(name, cidr string) *resources.IPPool {
-	return &resources.IPPool{ObjectMeta: resources.ObjectMeta{Name: name}, Spec: resources.IPPoolSpec{CIDR: cidr}}
+// Shorthands for the shared helpers, used by the etcd-only tests.
+var (
+	node    = datastoretest.Node
+	nodeKey = datastoretest.NodeKey
+)
+
+// backend is what the shared contract tests need to know about etcd.
+var backend = datastoretest.Backend{
+	Name:                "etcd",
+	InvalidVersionError: `etcd: Node "n1": invalid resourceVersion "abc"`,
+	// A revision expires when etcd compacts it away.
+	Expire: func(t *testing.T, d datastore.Datastore, list *datastore.List) *datastore.List {
+		compact(t, d)
+		return list
+	},
+	IsExpired:     func(err error) bool { return strings.Contains(err.Error(), "compacted") },
+	IsProbeFailed: func(err error) bool { return errors.Is(err, etcd.ErrProbeFailed) },
+	// The client retries a closed connection quietly; the probe notices.
+	IsCutError: func(err error) bool { return errors.Is(err, etcd.ErrProbeFailed) },
 }
 
-func node(name string, labels map[string]string) *resources.Node {
-	return &resources.Node{ObjectMeta: resources.ObjectMeta{Name: name, Labels: labels}}
+// compact removes the history of d's cluster up to now.
+func compact(t *testing.T, d datastore.Datastore) {
+	t.Helper()
+	rev, err := d.(*etcd.Datastore).Compact(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("compacted to %d", rev)
 }
 
-func nodeKey(name string) resources.Key { return resources.Key{Kind: resources.KindNode, Name: name} }
-
+// TestCRUD: the shared contract, and a datastore under another prefix
+// does not see this one's objects.
 func TestCRUD(t *testing.T) {
-	ctx := context.Background()
 	d := etcdtest.Datastore(t, etcd.Config{})
-
-	created, err := d.Create(ctx, pool("pool-a", "10.65.0.0/16"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := created.Meta()
-	if m.ResourceVersion == "" || m.UID == "" || m.CreationTimestamp == "" {
-		t.Fatalf("metadata not filled in: %+v", m)
-	}
-	got, err := datastore.Get[*resources.IPPool](ctx, d, "pool-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Defaults were stored.
-	if got.Spec.BlockSize != 26 || got.Spec.IPIPMode != resources.EncapNever || got.Spec.NodeSelector != "all()" ||
-		got.ResourceVersion != m.ResourceVersion || got.UID != m.UID || got.APIVersion != resources.APIVersion || got.Kind != "IPPool" {
-		t.Fatalf("stored %+v", got)
-	}
-
-	got.Spec.NATOutgoing = true
-	updated, err := datastore.Update(ctx, d, got)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if updated.ResourceVersion == m.ResourceVersion {
-		t.Fatal("resourceVersion unchanged by Update")
-	}
-
-	list, err := d.List(ctx, resources.KindIPPool)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(list.Items) != 1 || !list.Items[0].(*resources.IPPool).Spec.NATOutgoing || list.Revision == "" {
-		t.Fatalf("list %+v", list)
-	}
-	if rev, _ := strconv.ParseInt(list.Revision, 10, 64); rev < 2 {
-		t.Fatalf("list revision %s", list.Revision)
-	}
-
-	old, err := d.Delete(ctx, resources.KeyOf(updated), updated.ResourceVersion)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if old.(*resources.IPPool).Spec.CIDR != "10.65.0.0/16" {
-		t.Fatalf("deleted object %+v", old)
-	}
-	if _, err := d.Get(ctx, resources.KeyOf(updated)); !datastore.IsNotFound(err) {
-		t.Fatalf("get after delete: %v", err)
-	}
-	// Kinds do not see each other, nor do prefixes.
-	if _, err := d.Create(ctx, node("pool-a", nil)); err != nil {
-		t.Fatal(err)
-	}
-	keys, err := d.ListKeys(ctx, resources.KindNode)
-	if err != nil || len(keys) != 1 || keys[0] != nodeKey("pool-a") {
-		t.Fatalf("ListKeys = %v, %v", keys, err)
+	datastoretest.CRUD(t, d)
+	if l, err := d.List(context.Background(), resources.KindNode); err != nil || len(l.Items) != 1 {
+		t.Fatalf("own prefix lists %v, %v", l, err)
 	}
 	other := etcdtest.Datastore(t, etcd.Config{})
-	if l, err := other.List(ctx, resources.KindNode); err != nil || len(l.Items) != 0 {
+	if l, err := other.List(context.Background(), resources.KindNode); err != nil || len(l.Items) != 0 {
 		t.Fatalf("other prefix lists %v, %v", l, err)
 	}
 }
 
 func TestErrors(t *testing.T) {
-	ctx := context.Background()
-	d := etcdtest.Datastore(t, etcd.Config{})
-	n, err := datastore.Create(ctx, d, node("n1", nil))
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale := n.ResourceVersion
-	n.Labels = map[string]string{"a": "b"}
-	n, err = datastore.Update(ctx, d, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	tests := []struct {
-		name  string
-		op    func() error
-		check func(error) bool
-		msg   string
-	}{
-		{"create existing", func() error { _, err := d.Create(ctx, node("n1", nil)); return err },
-			datastore.IsAlreadyExists, `Node "n1": already exists`},
-		{"update stale", func() error {
-			x := node("n1", map[string]string{"x": "y"})
-			x.ResourceVersion = stale
-			_, err := d.Update(ctx, x)
-			return err
-		}, datastore.IsConflict, fmt.Sprintf(`Node "n1": resourceVersion %s is stale (current %s)`, stale, n.ResourceVersion)},
-		{"delete stale", func() error { _, err := d.Delete(ctx, nodeKey("n1"), stale); return err },
-			datastore.IsConflict, fmt.Sprintf(`Node "n1": resourceVersion %s is stale (current %s)`, stale, n.ResourceVersion)},
-		{"update missing", func() error {
-			x := node("nope", nil)
-			x.ResourceVersion = stale
-			_, err := d.Update(ctx, x)
-			return err
-		},
-			datastore.IsNotFound, `Node "nope": not found`},
-		{"delete missing", func() error { _, err := d.Delete(ctx, nodeKey("nope"), ""); return err },
-			datastore.IsNotFound, `Node "nope": not found`},
-		{"delete missing with revision", func() error { _, err := d.Delete(ctx, nodeKey("nope"), "5"); return err },
-			datastore.IsNotFound, `Node "nope": not found`},
-		{"get missing", func() error { _, err := d.Get(ctx, nodeKey("nope")); return err },
-			datastore.IsNotFound, `Node "nope": not found`},
-		{"update without version", func() error { _, err := d.Update(ctx, node("n1", nil)); return err },
-			func(err error) bool { return err != nil }, `etcd: update Node "n1": resourceVersion is required`},
-		{"invalid version", func() error { x := node("n1", nil); x.ResourceVersion = "abc"; _, err := d.Update(ctx, x); return err },
-			func(err error) bool { return err != nil }, `etcd: Node "n1": invalid resourceVersion "abc"`},
-		{"create pool", func() error { _, err := d.Create(ctx, pool("bad", "10.0.0.0/16")); return err },
-			func(err error) bool { return err == nil }, ``},
-		{"invalid block size", func() error {
-			p := pool("bad2", "10.1.0.0/16")
-			p.Spec.BlockSize = 33
-			_, err := d.Create(ctx, p)
-			return err
-		}, func(err error) bool { return errors.Is(err, resources.ErrInvalid) }, `IPPool "bad2": spec.blockSize: 33 is out of range 20..32 for IPv4`},
-		{"overlapping pool", func() error { _, err := d.Create(ctx, pool("overlap", "10.0.128.0/17")); return err },
-			func(err error) bool { return errors.Is(err, resources.ErrInvalid) }, `IPPool "overlap": spec.cidr: 10.0.128.0/17 overlaps IPPool "bad" (10.0.0.0/16)`},
-		{"unknown kind", func() error { _, err := d.Get(ctx, resources.Key{Kind: "Pod", Name: "x"}); return err },
-			func(err error) bool { return err != nil }, `etcd: unknown kind "Pod"`},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := tt.op()
-			if !tt.check(err) {
-				t.Fatalf("unexpected error %v", err)
-			}
-			if tt.msg != "" && (err == nil || err.Error() != tt.msg) {
-				t.Fatalf("error %q, want %q", err, tt.msg)
-			}
-		})
-	}
-	// The typed conflict error carries both versions.
-	x := node("n1", nil)
-	x.ResourceVersion = stale
-	_, err = d.Update(ctx, x)
-	var ce *datastore.ConflictError
-	if !errors.As(err, &ce) || ce.Expected != stale || ce.Current != n.ResourceVersion {
-		t.Fatalf("conflict error %#v", err)
-	}
-	// Updating a pool onto another's range is refused too; its own range is fine.
-	p, err := datastore.Get[*resources.IPPool](ctx, d, "bad")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Create(ctx, pool("other", "10.9.0.0/16")); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := datastore.Update(ctx, d, p); err != nil {
-		t.Fatalf("update in place: %v", err)
-	}
-	p.Spec.CIDR = "10.9.0.0/20"
-	if _, err := datastore.Update(ctx, d, p); !errors.Is(err, resources.ErrInvalid) {
-		t.Fatalf("update onto another pool: %v", err)
-	}
+	backend.Errors(t, etcdtest.Datastore(t, etcd.Config{}))
 }
 
 // TestCASConcurrent: goroutines increment one counter by read-modify-write
@@ -196,48 +73,19 @@ func TestCASConcurrent(t *testing.T) {
 	datastoretest.CASConcurrent(t, d)
 }
 
-// TestUnreachable: requests to an endpoint nobody listens on fail within
-// their deadline, or the default request timeout.
+// TestUnreachable: requests to an endpoint nobody listens on, or one that
+// never answers, fail within their deadline, or the default request
+// timeout.
 func TestUnreachable(t *testing.T) {
-	srv := etcdtest.StartServer(t, etcd.EmbeddedConfig{})
-	ep := srv.Endpoints()
-	if err := srv.Close(); err != nil {
-		t.Fatal(err)
-	}
-	d, err := etcd.New(etcd.Config{Endpoints: ep, RequestTimeout: 300 * time.Millisecond, DialTimeout: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	tests := []struct {
-		name string
-		ctx  func() (context.Context, context.CancelFunc)
-	}{
-		{"context deadline", func() (context.Context, context.CancelFunc) {
-			return context.WithTimeout(context.Background(), 200*time.Millisecond)
-		}},
-		{"default timeout", func() (context.Context, context.CancelFunc) { return context.Background(), func() {} }},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for _, op := range []func(context.Context) error{
-				func(ctx context.Context) error { _, err := d.Get(ctx, nodeKey("a")); return err },
-				func(ctx context.Context) error { _, err := d.Create(ctx, node("a", nil)); return err },
-				func(ctx context.Context) error { _, err := d.List(ctx, resources.KindNode); return err },
-			} {
-				ctx, cancel := tt.ctx()
-				start := time.Now()
-				err := op(ctx)
-				cancel()
-				if err == nil {
-					t.Fatal("no error from an unreachable datastore")
-				}
-				if el := time.Since(start); el > 2*time.Second {
-					t.Fatalf("took %s to fail: %v", el, err)
-				}
-			}
-		})
-	}
+	datastoretest.Unreachable(t, func(t *testing.T, addr string) datastore.Datastore {
+		d, err := etcd.New(etcd.Config{Endpoints: []string{"http://" + addr},
+			RequestTimeout: 300 * time.Millisecond, DialTimeout: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d
+	})
 }
 
 func TestCommit(t *testing.T) {

@@ -93,10 +93,12 @@ func (d *Datastore) newWatcher(ctx context.Context, kind resources.Kind) (*watch
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(ctx)
+	// Close ends the watch too; cancel releases that link.
+	unlink := context.AfterFunc(d.closed, cancel)
 	return &watcher{
 		d: d, kind: kind, prefix: prefix,
 		events: make(chan datastore.Event, 64),
-		ctx:    ctx, cancel: cancel,
+		ctx:    ctx, cancel: func() { unlink(); cancel() },
 		done:  make(chan struct{}),
 		known: map[string]knownObject{},
 	}, nil
@@ -123,6 +125,7 @@ func (w *watcher) send(ev datastore.Event) bool {
 func (w *watcher) run() {
 	defer close(w.done)
 	defer close(w.events)
+	defer w.cancel()
 	bo := datastore.Backoff{Initial: w.d.cfg.BackoffInitial, Max: w.d.cfg.BackoffMax}
 	needList := !w.primed
 	if w.primed && !w.send(datastore.Event{Type: datastore.Synced, Revision: formatRev(w.rev)}) {

@@ -13,6 +13,7 @@ import (
 	clienttesting "k8s.io/client-go/testing"
 
 	"github.com/tabbynet/tabby/control/datastore"
+	"github.com/tabbynet/tabby/control/datastore/datastoretest"
 	"github.com/tabbynet/tabby/control/datastore/kubernetes"
 	"github.com/tabbynet/tabby/control/resources"
 )
@@ -39,16 +40,7 @@ func fakeCluster(t *testing.T) (*fake.Clientset, *kubernetes.Cluster, chan strin
 
 func next[T any](t *testing.T, s *kubernetes.Stream[T]) kubernetes.Event[T] {
 	t.Helper()
-	select {
-	case ev, ok := <-s.Events():
-		if !ok {
-			t.Fatal("stream closed")
-		}
-		return ev
-	case <-time.After(10 * time.Second):
-		t.Fatal("no event within 10s")
-	}
-	panic("unreachable")
+	return datastoretest.Receive(t, s.Events())
 }
 
 func none[T any](t *testing.T, s *kubernetes.Stream[T]) {

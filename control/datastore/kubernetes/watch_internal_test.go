@@ -19,6 +19,7 @@ import (
 	clienttesting "k8s.io/client-go/testing"
 
 	"github.com/tabbynet/tabby/control/datastore"
+	"github.com/tabbynet/tabby/control/datastore/datastoretest"
 	"github.com/tabbynet/tabby/control/resources"
 )
 
@@ -57,20 +58,6 @@ func (s *watchScript) versions() []string {
 	return append([]string(nil), s.asked...)
 }
 
-func recv(t *testing.T, w datastore.Watcher) datastore.Event {
-	t.Helper()
-	select {
-	case ev, ok := <-w.Events():
-		if !ok {
-			t.Fatal("events closed")
-		}
-		return ev
-	case <-time.After(5 * time.Second):
-		t.Fatal("no event within 5s")
-	}
-	panic("unreachable")
-}
-
 func show(ev datastore.Event) string {
 	switch {
 	case ev.Object != nil:
@@ -87,7 +74,7 @@ func expect(t *testing.T, w datastore.Watcher, want ...string) {
 	t.Helper()
 	var got []string
 	for range want {
-		got = append(got, show(recv(t, w)))
+		got = append(got, show(datastoretest.Next(t, w)))
 	}
 	norm := func(s []string) string {
 		var out, run []string

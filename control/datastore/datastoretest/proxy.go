@@ -1,4 +1,4 @@
-package kubeapi
+package datastoretest
 
 import (
 	"io"
@@ -8,9 +8,10 @@ import (
 	"time"
 )
 
-// Proxy is a TCP proxy a test can cut (a partition the client notices:
-// connections are closed, new ones refused) or freeze (a partition it
-// does not: connections stay open and carry nothing).
+// Proxy is a TCP proxy between a client and its datastore that a test can
+// cut (a partition the client notices: connections are closed, new ones
+// refused) or freeze (one it does not: connections stay open and carry
+// nothing), then restore.
 type Proxy struct {
 	t      testing.TB
 	target string
@@ -23,8 +24,8 @@ type Proxy struct {
 	thaw   chan struct{}
 }
 
-// NewProxy starts a proxy to target (host:port) on a free port of
-// 127.0.0.1; it is cut in t.Cleanup.
+// NewProxy listens on a random port of 127.0.0.1 and forwards every
+// connection to target (host:port). It is unfrozen and cut in t's cleanup.
 func NewProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
 	p := &Proxy{t: t, target: target, thaw: make(chan struct{})}
@@ -34,7 +35,7 @@ func NewProxy(t testing.TB, target string) *Proxy {
 	return p
 }
 
-// Addr is the proxy's address (host:port).
+// Addr is the proxy's host:port, the same after a Restore.
 func (p *Proxy) Addr() string { return p.addr }
 
 func (p *Proxy) listen(addr string) {
@@ -108,7 +109,7 @@ func (p *Proxy) Cut() {
 	p.conns = nil
 }
 
-// Restore listens again on the same address.
+// Restore listens again, on the same address, after a Cut.
 func (p *Proxy) Restore() { p.listen(p.addr) }
 
 // Freeze stops forwarding without closing anything.
@@ -127,4 +128,49 @@ func (p *Proxy) Unfreeze() {
 		close(p.thaw)
 		p.thaw = make(chan struct{})
 	}
+}
+
+// RefusedAddr returns a host:port of 127.0.0.1 where nothing listens
+// (connections are refused).
+func RefusedAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// SilentAddr returns a host:port of 127.0.0.1 that accepts connections
+// and never answers, until t's cleanup closes them.
+func SilentAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	return ln.Addr().String()
 }

@@ -179,6 +179,26 @@ func waitRouterRoutes(ctx context.Context, rt *topo.Netns, pods []Pod, within ti
 	}
 }
 
+// waitAgentRoutes waits until n's agent reports routes and none pending.
+func waitAgentRoutes(ctx context.Context, n Node, deadline time.Time) error {
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		s, err := agentClient(n).Status(cctx)
+		cancel()
+		if err == nil && s.Routes.IPv4 > 0 && s.Routes.Pending == 0 && s.Routes.Error == "" {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node %s: routes not programmed (status %+v, %v)", n.Name, s.Routes, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // waitNodeRoutes waits until every kernel-dataplane node has a route (not
 // the default route) to every pod on another node: the FIB the agents
 // program from the datastore (VXLAN) or from BGP (none, IP-in-IP).
@@ -186,6 +206,11 @@ func waitNodeRoutes(ctx context.Context, nss map[string]*topo.Netns, nodes []Nod
 	deadline := time.Now().Add(within)
 	for _, n := range nodes {
 		if n.Dataplane != "kernel" {
+			// The userspace FIB is not visible from outside: wait
+			// until the agent has no route pending.
+			if err := waitAgentRoutes(ctx, n, deadline); err != nil {
+				return err
+			}
 			continue
 		}
 		for {

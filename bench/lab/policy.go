@@ -178,6 +178,7 @@ func (e *checkEnv) checkPolicy(ctx context.Context, w io.Writer, rep *Report) {
 			rep.add(row, false, "remove: "+derr.Error())
 		default:
 			ok := len(res.mismatches) == 0
+			rep.figure("policy-"+sc.Name, e.st.Config.Dataplane, "published", ms(published), "ms")
 			rep.add(row, ok, fmt.Sprintf("%d/%d as expected (%d allowed, %d denied); published on %d nodes in %s",
 				res.total-len(res.mismatches), res.total, res.allowed, res.denied, len(e.st.Nodes),
 				published.Round(time.Millisecond)))

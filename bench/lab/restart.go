@@ -17,11 +17,18 @@ const RestartPort = 7778
 // streamStats is what the restart check's TCP stream saw.
 type streamStats struct {
 	sent, received atomic.Int64
-	writeErr       error
-	readErr        error
-	// samples are (time, bytes received) every 20 ms.
-	mu      sync.Mutex
-	samples []sample
+	// mu guards the errors and the samples (time, bytes received, every
+	// 20 ms).
+	mu       sync.Mutex
+	writeErr error
+	readErr  error
+	samples  []sample
+}
+
+func (s *streamStats) setErr(p *error, err error) {
+	s.mu.Lock()
+	*p = err
+	s.mu.Unlock()
 }
 
 type sample struct {
@@ -85,7 +92,7 @@ func (e *checkEnv) checkRestart(ctx context.Context, w io.Writer, rep *Report, n
 		defer close(serverDone)
 		c, err := ln.Accept()
 		if err != nil {
-			stats.readErr = err
+			stats.setErr(&stats.readErr, err)
 			return
 		}
 		defer c.Close()
@@ -95,7 +102,7 @@ func (e *checkEnv) checkRestart(ctx context.Context, w io.Writer, rep *Report, n
 			stats.received.Add(int64(n))
 			if err != nil {
 				if !errors.Is(err, io.EOF) {
-					stats.readErr = err
+					stats.setErr(&stats.readErr, err)
 				}
 				return
 			}
@@ -129,7 +136,7 @@ func (e *checkEnv) checkRestart(ctx context.Context, w io.Writer, rep *Report, n
 			n, err := conn.Write(chunk)
 			stats.sent.Add(int64(n))
 			if err != nil {
-				stats.writeErr = err
+				stats.setErr(&stats.writeErr, err)
 				return
 			}
 		}
@@ -176,6 +183,13 @@ func (e *checkEnv) checkRestart(ctx context.Context, w io.Writer, rep *Report, n
 	res, rerr := RestartAgent(ctx, e.st.Config.Name, node, "KILL")
 	tReady := time.Now()
 	atReady := stats.received.Load()
+	// An afxdp agent is its node's dataplane: TCP resumes at its next
+	// retransmission after the agent is back (backed off to seconds).
+	resumeBy := time.Now().Add(15 * time.Second)
+	for stats.received.Load() <= atReady && time.Now().Before(resumeBy) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	resumed := time.Since(tReady)
 	time.Sleep(time.Second)
 	finish()
 	if rerr != nil {
@@ -188,11 +202,14 @@ func (e *checkEnv) checkRestart(ctx context.Context, w io.Writer, rep *Report, n
 	sent, recv := stats.sent.Load(), stats.received.Load()
 	kernel := e.nodeOf[a.Node].Dataplane == "kernel" && e.nodeOf[b.Node].Dataplane == "kernel"
 	var problems []string
-	if stats.writeErr != nil {
-		problems = append(problems, "sender: "+stats.writeErr.Error())
+	stats.mu.Lock()
+	writeErr, readErr := stats.writeErr, stats.readErr
+	stats.mu.Unlock()
+	if writeErr != nil {
+		problems = append(problems, "sender: "+writeErr.Error())
 	}
-	if stats.readErr != nil {
-		problems = append(problems, "receiver: "+stats.readErr.Error())
+	if readErr != nil {
+		problems = append(problems, "receiver: "+readErr.Error())
 	}
 	if sent != recv {
 		problems = append(problems, fmt.Sprintf("sent %d B, received %d B", sent, recv))
@@ -218,6 +235,12 @@ func (e *checkEnv) checkRestart(ctx context.Context, w io.Writer, rep *Report, n
 	}
 	rep.add("restart "+node+" agent", len(problems) == 0, detail)
 	fmt.Fprintln(w, "restart "+node+" agent: "+detail)
+	impl := e.dataplanes(a, b)
+	rep.figure("agent-restart", e.nodeOf[node].Dataplane, "ready", ms(res.Ready), "ms")
+	rep.figure("agent-restart-stream", impl, "longest-stall", ms(stall), "ms")
+	if !kernel {
+		rep.figure("agent-restart-stream", impl, "resumed-after-ready", ms(resumed), "ms")
+	}
 
 	// The agent is back with its endpoints (labels kept), and the node's
 	// pods are reachable.

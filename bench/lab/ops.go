@@ -45,7 +45,11 @@ func Down(name string) ([]string, error) {
 			did = append(did, fmt.Sprintf("stopped supervisor %d (topology %s)", st.PID, st.Topology))
 		}
 		// Processes of a supervisor that died without cleaning up.
-		for _, pid := range append([]int{st.EtcdPID}, nodePIDs(st)...) {
+		pids := append([]int{st.EtcdPID}, nodePIDs(st)...)
+		if st.BIRD != nil {
+			pids = append(pids, st.BIRD.PID)
+		}
+		for _, pid := range pids {
 			if pid > 0 && syscall.Kill(pid, 0) == nil && !zombie(pid) {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 				did = append(did, fmt.Sprintf("killed leftover process %d", pid))

@@ -12,7 +12,7 @@ PKGS     := ./...
 RACE_LPM  := ./lpm/... ./control/...
 RACE_PKGS := ./datapath/... ./encap/... ./acl/... ./bench/topo/...
 
-.PHONY: all build test test-unit test-race test-k8s bench bench-json deps demo lint fmt clean
+.PHONY: all build test test-unit test-race test-k8s e2e bench bench-json deps demo lint fmt clean
 
 all: build
 
@@ -43,6 +43,12 @@ test-race:
 # tabby CLI (bin/tabby) against the apiserver.
 test-k8s: build
 	cd test && $(GO) vet ./... && TABBY_BIN=$(abspath $(BIN))/tabby $(GO) test -count=1 -timeout 20m ./...
+
+## e2e: the lab suite alone (root; also part of test-unit): kernel dataplane x {vxlan,
+## vxlan-crosssubnet, none with BIRD 2}: matrix, policy, MTU, iperf3, agent restart, 100 pod
+## cycles with a leak check (~1.5 min). TABBY_LAB_CASES=all adds the afxdp and mixed cases.
+e2e:
+	$(GO) test -count=1 -v -timeout 10m -run 'TestLab' ./cmd/tabby
 
 ## bench: the micro-benchmark suites, human tables
 bench: build

@@ -3,7 +3,8 @@
 # when everything is present. Needs root (CI runs as root) or sudo.
 set -euo pipefail
 
-pkgs=(iproute2 ethtool tcpdump nftables bird2 iputils-ping)
+# iperf3: the lab's throughput check; bird2: the lab router and the BIRD interop tests.
+pkgs=(iproute2 ethtool tcpdump nftables bird2 iputils-ping iperf3)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

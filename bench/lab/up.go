@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,6 +35,9 @@ const EtcdPort = 2379
 // supervisor starts) and may set cfg.CNIBin.
 func Up(ctx context.Context, cfg Config, timeout time.Duration, prepare func(cfg *Config, dir string) error) (*State, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Preflight(); err != nil {
 		return nil, err
 	}
 	if st, err := LoadState(cfg.Name); err == nil && st.Alive() {
@@ -116,7 +120,8 @@ func tail(path string, n int) string {
 }
 
 // Supervise builds the lab described by cfg (as JSON), reports it ready in
-// the state file and keeps it until ctx ends; then it tears everything down.
+// the state file, serves the control socket and keeps the lab until ctx
+// ends; then it tears everything down.
 func Supervise(ctx context.Context, cfgJSON string, log io.Writer) error {
 	var cfg Config
 	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
@@ -138,6 +143,7 @@ func Supervise(ctx context.Context, cfgJSON string, log io.Writer) error {
 	}
 	st.Topology = tp.Name
 	_ = st.save()
+	sv := &supervisor{tp: tp, st: st, logf: logf, nss: map[string]*topo.Netns{}}
 	defer func() {
 		logf("tearing down %s", tp.Name)
 		if err := tp.Close(); err != nil {
@@ -147,29 +153,59 @@ func Supervise(ctx context.Context, cfgJSON string, log io.Writer) error {
 			_ = os.Remove(statePath(cfg.Name))
 		}
 	}()
-	if err := build(ctx, tp, st, logf); err != nil {
+	if err := sv.build(ctx); err != nil {
+		sv.mu.Lock()
 		st.Status, st.Error = "failed", err.Error()
 		_ = st.save()
+		sv.mu.Unlock()
 		logf("failed: %v", err)
 		return err
 	}
+	stopControl, err := sv.serveControl(ctx)
+	if err != nil {
+		st.Status, st.Error = "failed", err.Error()
+		_ = st.save()
+		return err
+	}
+	defer stopControl()
+	sv.mu.Lock()
 	st.Status = "ready"
-	if err := st.save(); err != nil {
+	err = st.save()
+	sv.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	logf("lab %s ready: %d nodes, %d pods", cfg.Name, len(st.Nodes), len(st.Pods))
 	<-ctx.Done()
 	logf("stopping")
+	stopControl()
 	// Stop the agents gently first (SIGTERM), then topo kills what is left.
-	for _, n := range st.Nodes {
+	sv.mu.Lock()
+	nodes := append([]Node(nil), st.Nodes...)
+	sv.mu.Unlock()
+	for _, n := range nodes {
 		_ = syscall.Kill(n.PID, syscall.SIGTERM)
 	}
-	for _, n := range st.Nodes {
+	for _, n := range nodes {
 		for i := 0; i < 50 && syscall.Kill(n.PID, 0) == nil && !zombie(n.PID); i++ {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	return nil
+}
+
+// supervisor owns a lab: its topology and processes. mu guards st (the
+// control socket's handlers change node PIDs).
+type supervisor struct {
+	tp   *topo.Topology
+	logf func(string, ...any)
+	nss  map[string]*topo.Netns
+	rt   *topo.Netns
+
+	mu sync.Mutex
+	st *State
+	// restarting serialises agent restarts.
+	restarting sync.Mutex
 }
 
 func zombie(pid int) bool {
@@ -191,13 +227,21 @@ func nodeAddr(s, i int) netip.Prefix {
 	return netip.MustParsePrefix(fmt.Sprintf("192.168.%d.%d/24", 100+s, 10+i))
 }
 
-func build(ctx context.Context, tp *topo.Topology, st *State, logf func(string, ...any)) error {
+func (sv *supervisor) save() error {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	return sv.st.save()
+}
+
+func (sv *supervisor) build(ctx context.Context) error {
+	tp, st, logf := sv.tp, sv.st, sv.logf
 	cfg := st.Config
 	dir := Dir(cfg.Name)
 	rt, err := tp.Namespace("rt")
 	if err != nil {
 		return err
 	}
+	sv.rt = rt
 	st.Router = rt.Name
 	if err := rt.Sysctl("net.ipv4.ip_forward", "1"); err != nil {
 		return err
@@ -217,7 +261,8 @@ func build(ctx context.Context, tp *topo.Topology, st *State, logf func(string, 
 		}
 	}
 
-	// etcd in the router namespace, reachable at every gateway address.
+	// etcd in the router namespace, reachable at every gateway address
+	// and on a unix socket in the lab directory.
 	etcdDir := filepath.Join(dir, "etcd")
 	ecmd := rt.Command(context.Background(), cfg.Self, "lab", "etcd", "--dir", etcdDir,
 		"--listen", fmt.Sprintf("0.0.0.0:%d", EtcdPort))
@@ -233,14 +278,19 @@ func build(ctx context.Context, tp *topo.Topology, st *State, logf func(string, 
 	}
 	st.EtcdPID = ecmd.Process.Pid
 	st.Etcd = fmt.Sprintf("http://%s:%d", subnetGW(1).Addr(), EtcdPort)
-	_ = st.save()
+	st.EtcdSocket = filepath.Join(etcdDir, "etcd.sock")
+	_ = sv.save()
 	if err := waitFile(ctx, filepath.Join(etcdDir, "ready"), 60*time.Second, ecmd); err != nil {
 		return fmt.Errorf("etcd: %w; log:\n%s", err, tail(elog.Name(), 10))
 	}
 	logf("etcd up in %s", rt.Name)
+	store, closeStore, err := OpenStore(st)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
 
 	// Nodes.
-	nss := map[string]*topo.Netns{}
 	for i := 1; i <= cfg.Nodes; i++ {
 		name := fmt.Sprintf("n%d", i)
 		s := (i-1)%cfg.Subnets + 1
@@ -248,7 +298,7 @@ func build(ctx context.Context, tp *topo.Topology, st *State, logf func(string, 
 		if err != nil {
 			return err
 		}
-		nss[name] = n
+		sv.nss[name] = n
 		if _, _, err := tp.Veth(rt, name, n, "eth0", 1500); err != nil {
 			return err
 		}
@@ -278,31 +328,25 @@ func build(ctx context.Context, tp *topo.Topology, st *State, logf func(string, 
 		}
 		st.Nodes = append(st.Nodes, Node{Name: name, Netns: n.Name, Subnet: s, Address: addr.String(),
 			Gateway: subnetGW(s).Addr().String(), Socket: filepath.Join(dir, name+".sock"),
-			Log: filepath.Join(dir, name+".log"), HealthURL: "http://127.0.0.1:9099"})
+			Log: filepath.Join(dir, name+".log"), HealthURL: "http://127.0.0.1:9099",
+			Dataplane: cfg.NodeDataplane(i - 1)})
 	}
 
-	// Agents: the first alone (it creates the default pool), then the rest.
-	start := func(i int) error {
-		nd := &st.Nodes[i]
-		n := nss[nd.Name]
-		c := n.Command(context.Background(), cfg.Self, "agent")
-		c.Env = append(os.Environ(), cfg.Env...)
-		c.Env = append(c.Env, agentEnv(cfg, nd, dir)...)
-		lf, err := os.Create(nd.Log)
+	// BIRD on the router before the agents, so that their sessions come
+	// up at the first try.
+	if cfg.NeedsBIRD() {
+		b, err := startBIRD(ctx, tp, rt, dir, st.Nodes)
 		if err != nil {
 			return err
 		}
-		c.Stdout, c.Stderr = lf, lf
-		err = tp.Start(c)
-		lf.Close()
-		if err != nil {
-			return fmt.Errorf("start agent %s: %w", nd.Name, err)
-		}
-		nd.PID = c.Process.Pid
-		return st.save()
+		st.BIRD = b
+		_ = sv.save()
+		logf("BIRD up in %s (pid %d)", rt.Name, b.PID)
 	}
+
+	// Agents: the first alone (it creates the default pool), then the rest.
 	if len(st.Nodes) > 0 {
-		if err := start(0); err != nil {
+		if err := sv.startAgent(0); err != nil {
 			return err
 		}
 		if err := waitReady(ctx, st.Nodes[0], 90*time.Second); err != nil {
@@ -310,7 +354,7 @@ func build(ctx context.Context, tp *topo.Topology, st *State, logf func(string, 
 		}
 	}
 	for i := 1; i < len(st.Nodes); i++ {
-		if err := start(i); err != nil {
+		if err := sv.startAgent(i); err != nil {
 			return err
 		}
 	}
@@ -320,13 +364,22 @@ func build(ctx context.Context, tp *topo.Topology, st *State, logf func(string, 
 		}
 	}
 	logf("%d agents ready", len(st.Nodes))
+	if cfg.NeedsBIRD() {
+		for _, nd := range st.Nodes {
+			if err := labelNode(ctx, store, nd.Name, LabelSubnet, fmt.Sprint(nd.Subnet)); err != nil {
+				return err
+			}
+		}
+		if err := applyAll(ctx, store, routerPeers(cfg.Subnets)); err != nil {
+			return err
+		}
+		logf("nodes labelled %s; BGPPeers to the router created", LabelSubnet)
+	}
 
-	// Pods through the CNI plugin.
+	// Pods through the CNI plugin, labelled as an orchestrator does.
 	cni := libcni.NewCNIConfigWithCacheDir([]string{cfg.CNIBin}, filepath.Join(dir, "cni-cache"), nil)
-	for _, nd := range st.Nodes {
-		list, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(
-			`{"cniVersion":"1.1.0","name":"tabby-lab","plugins":[{"type":"tabby","agent_socket":%q,"log_level":"warning","mtu":%d}]}`,
-			nd.Socket, cfg.MTU())))
+	for i, nd := range st.Nodes {
+		list, err := cniConfList(cfg, nd)
 		if err != nil {
 			return err
 		}
@@ -336,33 +389,122 @@ func build(ctx context.Context, tp *topo.Topology, st *State, logf func(string, 
 			if err != nil {
 				return err
 			}
-			p := Pod{Name: name, Node: nd.Name, Netns: pns.Name, ContainerID: "lab-" + pns.Name}
-			rc := &libcni.RuntimeConf{ContainerID: p.ContainerID, NetNS: "/run/netns/" + pns.Name, IfName: "eth0",
-				Args: [][2]string{{"K8S_POD_NAMESPACE", "lab"}, {"K8S_POD_NAME", name}, {"IgnoreUnknown", "1"}}}
-			var res *current.Result
-			err = nss[nd.Name].Do(func() error {
-				cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-				defer cancel()
-				r, err := cni.AddNetworkList(cctx, list, rc)
-				if err != nil {
-					return err
-				}
-				res, err = current.NewResultFromResult(r)
-				return err
-			})
+			ns, labels := podMeta(i+1, j)
+			p := Pod{Name: name, Node: nd.Name, Netns: pns.Name, ContainerID: "lab-" + pns.Name, Namespace: ns,
+				Labels: labels}
+			ip, _, err := cniAdd(ctx, cni, list, nd.Netns, p)
 			if err != nil {
-				return fmt.Errorf("CNI ADD %s on %s: %w", name, nd.Name, err)
+				return err
 			}
-			if len(res.IPs) == 0 {
-				return fmt.Errorf("CNI ADD %s: no address", name)
+			p.IP = ip.String()
+			if err := labelEndpoint(ctx, store, nd.Name, p); err != nil {
+				return fmt.Errorf("label pod %s: %w", name, err)
 			}
-			p.IP = res.IPs[0].Address.IP.String()
 			st.Pods = append(st.Pods, p)
-			_ = st.save()
-			logf("pod %s on %s: %s", name, nd.Name, p.IP)
+			_ = sv.save()
+			logf("pod %s on %s: %s (%s, %v)", name, nd.Name, p.IP, ns, labels)
 		}
 	}
+	if err := waitLabels(ctx, st.Nodes, st.Pods, 30*time.Second); err != nil {
+		return err
+	}
+	if err := waitNodeRoutes(ctx, sv.nss, st.Nodes, st.Pods, 60*time.Second); err != nil {
+		return err
+	}
+	if cfg.NeedsBIRD() {
+		if err := waitRouterRoutes(ctx, rt, st.Pods, 60*time.Second); err != nil {
+			out, _ := st.BIRD.Command(ctx, "show", "protocols")
+			return fmt.Errorf("%w; BIRD:\n%s", err, out)
+		}
+		logf("router routes every pod")
+	}
 	return nil
+}
+
+// startAgent starts node i's agent (its log appended to).
+func (sv *supervisor) startAgent(i int) error {
+	sv.mu.Lock()
+	cfg, nd := sv.st.Config, sv.st.Nodes[i]
+	sv.mu.Unlock()
+	n := sv.nss[nd.Name]
+	c := n.Command(context.Background(), cfg.Self, "agent")
+	c.Env = append(os.Environ(), cfg.Env...)
+	c.Env = append(c.Env, agentEnv(cfg, &nd, Dir(cfg.Name))...)
+	lf, err := os.OpenFile(nd.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	c.Stdout, c.Stderr = lf, lf
+	err = sv.tp.Start(c)
+	lf.Close()
+	if err != nil {
+		return fmt.Errorf("start agent %s: %w", nd.Name, err)
+	}
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	sv.st.Nodes[i].PID = c.Process.Pid
+	return sv.st.save()
+}
+
+// cniConfList is the lab's network configuration for node nd.
+func cniConfList(cfg Config, nd Node) (*libcni.NetworkConfigList, error) {
+	return libcni.ConfListFromBytes([]byte(fmt.Sprintf(
+		`{"cniVersion":"1.1.0","name":"tabby-lab","plugins":[{"type":"tabby","agent_socket":%q,"log_level":"warning","mtu":%d}]}`,
+		nd.Socket, cfg.MTU())))
+}
+
+// cniAdd runs CNI ADD for pod p (its namespace exists) inside the node's
+// namespace, as a container runtime on that node does, and returns the
+// pod's IPv4 address and how long ADD took.
+func cniAdd(ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, nodeNetns string,
+	p Pod) (netip.Addr, time.Duration, error) {
+	var res *current.Result
+	var took time.Duration
+	err := inNetns(nodeNetns, func() error {
+		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		r, err := cni.AddNetworkList(cctx, list, runtimeConf(p))
+		took = time.Since(t0)
+		if err != nil {
+			return err
+		}
+		res, err = current.NewResultFromResult(r)
+		return err
+	})
+	if err != nil {
+		return netip.Addr{}, took, fmt.Errorf("CNI ADD %s on %s: %w", p.Name, p.Node, err)
+	}
+	for _, ip := range res.IPs {
+		if a, ok := netip.AddrFromSlice(ip.Address.IP); ok && a.Unmap().Is4() {
+			return a.Unmap(), took, nil
+		}
+	}
+	return netip.Addr{}, took, fmt.Errorf("CNI ADD %s on %s: no IPv4 address in %v", p.Name, p.Node, res.IPs)
+}
+
+// cniDel runs CNI DEL for pod p inside the node's namespace and returns
+// how long it took.
+func cniDel(ctx context.Context, cni *libcni.CNIConfig, list *libcni.NetworkConfigList, nodeNetns string,
+	p Pod) (time.Duration, error) {
+	var took time.Duration
+	err := inNetns(nodeNetns, func() error {
+		cctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		t0 := time.Now()
+		err := cni.DelNetworkList(cctx, list, runtimeConf(p))
+		took = time.Since(t0)
+		return err
+	})
+	if err != nil {
+		return took, fmt.Errorf("CNI DEL %s on %s: %w", p.Name, p.Node, err)
+	}
+	return took, nil
+}
+
+func runtimeConf(p Pod) *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: p.ContainerID, NetNS: "/run/netns/" + p.Netns, IfName: "eth0",
+		Args: [][2]string{{"K8S_POD_NAMESPACE", p.Namespace}, {"K8S_POD_NAME", p.Name}, {"IgnoreUnknown", "1"}}}
 }
 
 func agentEnv(cfg Config, nd *Node, dir string) []string {
@@ -370,7 +512,7 @@ func agentEnv(cfg Config, nd *Node, dir string) []string {
 		"NODENAME":       nd.Name,
 		"ETCD_ENDPOINTS": fmt.Sprintf("http://%s:%d", nd.Gateway, EtcdPort),
 		"STATE_DIR":      filepath.Join(dir, nd.Name),
-		"DATAPLANE":      cfg.Dataplane,
+		"DATAPLANE":      nd.Dataplane,
 		"INTERFACES":     "eth0",
 		"IP":             nd.Address,
 		"IPV4POOL_CIDR":  cfg.PoolCIDR,
@@ -450,8 +592,9 @@ func waitReady(ctx context.Context, nd Node, within time.Duration) error {
 	}
 }
 
-// Etcd runs the lab's etcd (data in dir) with a TCP relay on listen, writes
-// dir/ready when it serves, and runs until ctx ends.
+// Etcd runs the lab's etcd (data in dir) with a TCP relay on listen and
+// one on the unix socket dir/etcd.sock, writes dir/ready when it serves,
+// and runs until ctx ends.
 func Etcd(ctx context.Context, dir, listen string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -466,9 +609,26 @@ func Etcd(ctx context.Context, dir, listen string) error {
 	if err != nil {
 		return err
 	}
+	sock := filepath.Join(dir, "etcd.sock")
+	_ = os.Remove(sock)
+	uln, err := net.Listen("unix", sock)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	go func() {
 		<-ctx.Done()
 		ln.Close()
+		uln.Close()
+	}()
+	go func() {
+		for {
+			c, err := uln.Accept()
+			if err != nil {
+				return
+			}
+			go relay(c, target)
+		}
 	}()
 	if err := os.WriteFile(filepath.Join(dir, "ready"), []byte(target+"\n"), 0o644); err != nil {
 		return err
@@ -495,8 +655,8 @@ func relay(c net.Conn, target string) {
 	done := make(chan struct{}, 2)
 	cp := func(dst, src net.Conn) {
 		_, _ = io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
+		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
 		}
 		done <- struct{}{}
 	}

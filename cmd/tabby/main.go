@@ -27,7 +27,7 @@ var commands = []command{
 	{"delete", "delete resources (tabby delete <kind> <name> | -f file.yaml)", runDelete},
 	{"status", "show the local agent's status (tabby status)", runStatus},
 	{"bench", "run benchmark suites (tabby bench <suite> [--json])", runBench},
-	{"lab", "multi-node lab in namespaces (tabby lab up|status|check|down)", runLab},
+	{"lab", "multi-node lab in namespaces (tabby lab up|status|check|pods|restart-agent|down)", runLab},
 	{"version", "print the version", runVersion},
 }
 

@@ -96,6 +96,12 @@ func testAddCheckDel(t *testing.T, e *env) {
 	if len(hr) != 1 || hr[0].Dst.String() != ip.String()+"/32" {
 		t.Errorf("host routes via %s: %v", host, hr)
 	}
+	// A permanent neighbour entry for the pod: the node never ARPs for it.
+	podMAC := link(t, p.ns.Netlink(), "eth0").Attrs().HardwareAddr
+	if out, err := e.node.Run("ip", "neigh", "show", ip.String(), "dev", host); err != nil ||
+		!strings.Contains(out, podMAC.String()) || !strings.Contains(out, "PERMANENT") {
+		t.Errorf("host neighbour for %s on %s: want %s PERMANENT: %v %q", ip, host, podMAC, err, out)
+	}
 	// The pod resolves its gateway by proxy ARP: the host veth's MAC.
 	p.ns.Run("ping", "-c", "1", "-W", "1", "192.168.70.1") // the reply may be policy's; ARP is what counts
 	if out, err := p.ns.Run("ip", "neigh", "show", "169.254.1.1", "dev", "eth0"); err != nil ||
@@ -121,6 +127,12 @@ func testAddCheckDel(t *testing.T, e *env) {
 		t.Errorf("CHECK with proxy ARP off: %v", err)
 	}
 	e.node.Sysctl("net.ipv4.conf."+host+".proxy_arp", "1")
+	if _, err := e.node.Run("ip", "neigh", "del", ip.String(), "dev", host); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.check(list, p.rt); err == nil || !strings.Contains(err.Error(), "neighbour") {
+		t.Errorf("CHECK without the neighbour entry: %v", err)
+	}
 
 	if err := e.del(list, p.rt); err != nil {
 		t.Fatalf("DEL: %v", err)

@@ -94,7 +94,7 @@ func readSysctl(key string) string {
 // configure sets up the host side (proxy ARP, forwarding, a host route per
 // address) and the container side (addresses, the gateway's link route,
 // default routes).
-func configure(netns ns.NetNS, contName, hostName string, addrs []netip.Prefix) error {
+func configure(netns ns.NetNS, contName, hostName string, contMAC net.HardwareAddr, addrs []netip.Prefix) error {
 	host, err := netlink.LinkByName(hostName)
 	if err != nil {
 		return internal("host veth %s: %v", hostName, err)
@@ -127,6 +127,19 @@ func configure(netns ns.NetNS, contName, hostName string, addrs []netip.Prefix) 
 		}
 	}
 	for _, a := range addrs {
+		// A permanent neighbour entry for the pod, as Calico installs:
+		// the node never has to resolve it, so the first packet to a new
+		// pod is not held by ARP/ND (measured: 1-4 of 100 new pods got
+		// their first packet ~1 s late, when the first solicitation on a
+		// fresh veth went missing and only the retry resolved it).
+		n := &netlink.Neigh{LinkIndex: host.Attrs().Index, IP: a.Addr().AsSlice(), HardwareAddr: contMAC,
+			State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4}
+		if a.Addr().Is6() {
+			n.Family = netlink.FAMILY_V6
+		}
+		if err := netlink.NeighSet(n); err != nil {
+			return internal("host neighbour %s lladdr %s dev %s: %v", a.Addr(), contMAC, hostName, err)
+		}
 		r := &netlink.Route{LinkIndex: host.Attrs().Index, Dst: prefixNet(a), Scope: netlink.SCOPE_LINK}
 		if err := netlink.RouteReplace(r); err != nil {
 			return internal("host route %s dev %s: %v", a, hostName, err)
@@ -204,6 +217,9 @@ func checkSetup(netns ns.NetNS, contName, hostName string, mtu int, addrs []neti
 		if !found {
 			return internal("host route %s dev %s is missing", a, hostName)
 		}
+		if !hasPermanentNeigh(host.Attrs().Index, a.Addr()) {
+			return internal("host neighbour entry for %s on %s is missing", a.Addr(), hostName)
+		}
 	}
 	if hasV4 && readSysctl("net.ipv4.conf."+hostName+".proxy_arp") != "1" {
 		return internal("proxy ARP is off on host veth %s: the pod cannot resolve its gateway %s", hostName, gateway4)
@@ -251,4 +267,23 @@ func checkSetup(netns ns.NetNS, contName, hostName string, mtu int, addrs []neti
 		}
 		return nil
 	})
+}
+
+// hasPermanentNeigh reports whether the host has a permanent neighbour
+// entry for addr on the link.
+func hasPermanentNeigh(link int, addr netip.Addr) bool {
+	fam := netlink.FAMILY_V4
+	if addr.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	ns, err := netlink.NeighList(link, fam)
+	if err != nil {
+		return false
+	}
+	for _, n := range ns {
+		if a, ok := netip.AddrFromSlice(n.IP); ok && a.Unmap() == addr && n.State&netlink.NUD_PERMANENT != 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -29,6 +29,7 @@ import (
 func TestPlugin(t *testing.T) {
 	e := newEnv(t)
 	t.Run("AddCheckDel", func(t *testing.T) { testAddCheckDel(t, e) })
+	t.Run("DualStack", func(t *testing.T) { testDualStack(t, e) })
 	t.Run("DelMissingNetns", func(t *testing.T) { testDelMissingNetns(t, e) })
 	t.Run("ChainPortmapBandwidthTuning", func(t *testing.T) { testChain(t, e) })
 	t.Run("ChainedAfterLoopback", func(t *testing.T) { testChainedAfter(t, e) })
@@ -508,5 +509,82 @@ func waitFor(t *testing.T, what string, within time.Duration, ok func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testDualStack: with assign_ipv6 a pod gets a /32 and a /128, routes via
+// 169.254.1.1 and fe80::1, the host a route and a permanent neighbour for
+// each, CHECK passes; two such pods reach each other over both families.
+func testDualStack(t *testing.T, e *env) {
+	list := confList(t, "1.1.0", `,"ipam":{"type":"tabby-ipam","assign_ipv4":"true","assign_ipv6":"true"}`, e.sock)
+	var pods []*pod
+	var v4s, v6s []netip.Addr
+	for i := range 2 {
+		p := e.newPod(fmt.Sprintf("dual-%d", i))
+		res, err := e.add(list, p.rt)
+		if err != nil {
+			t.Fatalf("ADD: %v", err)
+		}
+		t.Cleanup(func() { e.del(list, p.rt) })
+		r, err := current.NewResultFromResult(res)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v4, v6 netip.Addr
+		for _, c := range r.IPs {
+			a, _ := netip.AddrFromSlice(c.Address.IP)
+			ones, bits := c.Address.Mask.Size()
+			switch a = a.Unmap(); {
+			case a.Is4() && ones == 32 && bits == 32 && c.Gateway.String() == "169.254.1.1":
+				v4 = a
+			case a.Is6() && ones == 128 && bits == 128 && c.Gateway.String() == "fe80::1" &&
+				netip.MustParsePrefix("fd00:65::/48").Contains(a):
+				v6 = a
+			default:
+				t.Fatalf("unexpected address %+v", c)
+			}
+		}
+		if !v4.IsValid() || !v6.IsValid() {
+			t.Fatalf("want one IPv4 and one IPv6 address: %v", r.IPs)
+		}
+		host := cni.HostVethName(p.rt.ContainerID)
+		podMAC := link(t, p.ns.Netlink(), "eth0").Attrs().HardwareAddr
+		for _, a := range []netip.Addr{v4, v6} {
+			if out, err := e.node.Run("ip", "neigh", "show", a.String(), "dev", host); err != nil ||
+				!strings.Contains(out, podMAC.String()) || !strings.Contains(out, "PERMANENT") {
+				t.Errorf("host neighbour for %s on %s: %v %q", a, host, err, out)
+			}
+			fam := "-4"
+			if a.Is6() {
+				fam = "-6"
+			}
+			if out, err := e.node.Run("ip", fam, "route", "show", a.String()); err != nil || !strings.Contains(out, "dev "+host) {
+				t.Errorf("host route for %s: %v %q", a, err, out)
+			}
+		}
+		if out, err := p.ns.Run("ip", "-6", "route", "show", "default"); err != nil || !strings.Contains(out, "via fe80::1 dev eth0") {
+			t.Errorf("pod IPv6 default route: %v %q", err, out)
+		}
+		if err := e.check(list, p.rt); err != nil {
+			t.Fatalf("CHECK: %v", err)
+		}
+		pods, v4s, v6s = append(pods, p), append(v4s, v4), append(v6s, v6)
+	}
+	if _, err := e.node.Run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range pods {
+		peer := 1 - i
+		if out, err := p.ns.Run("ping", "-c", "1", "-W", "2", v4s[peer].String()); err != nil {
+			t.Errorf("pod %d -> %s: %v\n%s", i, v4s[peer], err, out)
+		}
+		if out, err := p.ns.Run("ping", "-6", "-c", "1", "-W", "2", v6s[peer].String()); err != nil {
+			t.Errorf("pod %d -> %s: %v\n%s", i, v6s[peer], err, out)
+		}
+	}
+	for _, p := range pods {
+		if err := e.del(list, p.rt); err != nil {
+			t.Fatalf("DEL: %v", err)
+		}
 	}
 }

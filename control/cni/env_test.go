@@ -100,7 +100,8 @@ func newEnv(t *testing.T) *env {
 	fl, err := agent.FlagLayer(map[string]string{
 		"node-name": "n1", "etcd-endpoints": strings.Join(srv.Endpoints(), ","), "etcd-prefix": etcdtest.Prefix(t),
 		"state-dir": dir, "dataplane": "kernel", "interfaces": "up0", "ipv4-pool-cidr": "10.65.0.0/16",
-		"health-listen": "127.0.0.1:0", "metrics-listen": "127.0.0.1:0", "cni-socket": e.sock, "debounce": "10ms",
+		"ipv6-pool-cidr": "fd00:65::/48",
+		"health-listen":  "127.0.0.1:0", "metrics-listen": "127.0.0.1:0", "cni-socket": e.sock, "debounce": "10ms",
 		"log-level": "warn"})
 	must(err)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

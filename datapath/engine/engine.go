@@ -22,7 +22,7 @@ type Engine struct {
 	cfg Config
 	log *slog.Logger
 
-	steering *afxdp.Steering    // AF_XDP only
+	steering *afxdp.Steering   // AF_XDP only
 	filter   []unix.SockFilter // AF_PACKET only (nil: every frame)
 	workers  []*worker
 
@@ -48,8 +48,8 @@ type ifaceState struct {
 	port       datapath.PortID
 	ifindex    int
 	mtu        int
-	ring       int  // AF_XDP ring size of its sockets
-	runtime    bool // added by AddInterface
+	ring       int               // AF_XDP ring size of its sockets
+	runtime    bool              // added by AddInterface
 	attachment *afxdp.Attachment // AF_XDP only
 	xdpReason  string
 }

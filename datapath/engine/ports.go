@@ -16,6 +16,10 @@ import (
 // engine does not serve.
 var ErrNotAttached = errors.New("not attached")
 
+// ErrFrameMemoryFull is wrapped by AddInterface's error when the workers'
+// frame memory cannot back another port.
+var ErrFrameMemoryFull = errors.New("frame memory full")
+
 // txDrainTimeout bounds how long RemoveInterface waits for the TX
 // completions of a socket it removes (the kernel normally completes
 // copy-mode TX within microseconds).
@@ -67,8 +71,8 @@ func (e *Engine) AddInterface(ctx context.Context, ifc Interface) (datapath.Port
 	if afxdpPorts {
 		need, total := e.cfg.portFrames(e.cfg.ringSize(ifc, true)), e.cfg.umemFrames()
 		if reserved+need > total {
-			return datapath.NoPort, fmt.Errorf("engine: interface %s: the frame memory (%d frames per worker) cannot back another port: %d reserved by the attached ports, %d needed (rings of %d); raise Config.Frames or Config.RuntimeInterfaces, or lower Config.RuntimeRingSize",
-				ifc.Name, total, reserved, need, e.cfg.ringSize(ifc, true))
+			return datapath.NoPort, fmt.Errorf("engine: interface %s: %w: %d frames per worker, %d reserved by the attached ports, %d needed (rings of %d); raise Config.Frames or Config.RuntimeInterfaces, or lower Config.RuntimeRingSize",
+				ifc.Name, ErrFrameMemoryFull, total, reserved, need, e.cfg.ringSize(ifc, true))
 		}
 	}
 

@@ -312,7 +312,7 @@ func TestRuntimeInterfaceErrors(t *testing.T) {
 	// The frame memory backs one runtime port (rings of 256), not two
 	// with rings of 1024.
 	if _, err := e.AddInterface(ctx, Interface{Name: "d3", RingSize: 2048}); err == nil ||
-		!strings.Contains(err.Error(), "frame memory") {
+		!errors.Is(err, ErrFrameMemoryFull) {
 		t.Errorf("oversized rings: %v", err)
 	}
 	if _, err := e.AddInterface(ctx, Interface{Name: "d2"}); err != nil {

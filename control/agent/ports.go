@@ -102,10 +102,10 @@ func (t *portTable) counts() (configured, pods int) {
 
 // portAttach says how a pod's interface was attached.
 type portAttach struct {
-	port                   datapath.PortID
-	xdpMode, socketMode    string
+	port                    datapath.PortID
+	xdpMode, socketMode     string
 	xdpReason, socketReason string
-	took                   time.Duration
+	took                    time.Duration
 }
 
 // portManager is implemented by dataplanes that serve pods' interfaces as

@@ -199,7 +199,8 @@ func (d *afxdpDataplane) attachPort(ctx context.Context, name string, link netli
 	t0 := time.Now()
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	id, err := d.eng.AddInterface(actx, engine.Interface{Name: name, XDPMode: d.xdpMode, RingSize: podRingSize})
+	id, err := d.eng.AddInterface(actx, engine.Interface{Name: name, XDPMode: d.xdpMode, RingSize: podRingSize,
+		Workload: true})
 	if errors.Is(err, engine.ErrFrameMemoryFull) {
 		_, pods := d.ports.counts()
 		return portAttach{}, fmt.Errorf("%w (this node serves %d pods, maxPods is %d: raise maxPods, TABBY_MAX_PODS)",

@@ -61,6 +61,12 @@ type Interface struct {
 	// AddInterface adds). Each socket lends a fill ring's worth of frames
 	// to the kernel.
 	RingSize int
+	// Workload marks an interface facing workloads (a pod's veth) rather
+	// than the underlay: IP-in-IP and VXLAN to the node address arriving
+	// on it are the kernel's, never decapsulated by the dataplane, so a
+	// workload cannot inject packets behind a tunnel header whose inner
+	// source address it chose.
+	Workload bool
 }
 
 // Config configures an engine. Zero fields take the defaults.

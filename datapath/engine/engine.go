@@ -22,9 +22,11 @@ type Engine struct {
 	cfg Config
 	log *slog.Logger
 
-	steering *afxdp.Steering   // AF_XDP only
-	filter   []unix.SockFilter // AF_PACKET only (nil: every frame)
-	workers  []*worker
+	steering *afxdp.Steering // AF_XDP only
+	// AF_PACKET only (nil: every frame): the socket filter of underlay
+	// interfaces and of workload interfaces (no tunnel traffic).
+	filter, workloadFilter []unix.SockFilter
+	workers                []*worker
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when every worker loop has exited
@@ -50,6 +52,7 @@ type ifaceState struct {
 	mtu        int
 	ring       int               // AF_XDP ring size of its sockets
 	runtime    bool              // added by AddInterface
+	workload   bool              // Interface.Workload
 	attachment *afxdp.Attachment // AF_XDP only
 	xdpReason  string
 }
@@ -141,7 +144,7 @@ func (e *Engine) resolve(ifc Interface, port datapath.PortID, runtime bool) (*if
 		return nil, fmt.Errorf("engine: interface %s: %w", ifc.Name, err)
 	}
 	is := &ifaceState{name: ifc.Name, port: port, ifindex: ifi.Index, mtu: ifi.MTU,
-		ring: e.cfg.ringSize(ifc, runtime), runtime: runtime}
+		ring: e.cfg.ringSize(ifc, runtime), runtime: runtime, workload: ifc.Workload}
 	if e.cfg.PortKind == PortAFPacket {
 		is.xdpReason = "af_packet ports: no XDP program"
 	}
@@ -230,21 +233,25 @@ func (e *Engine) newSocket(ctx context.Context, open func(afxdp.SocketConfig) (*
 // tries native mode and falls back to generic mode itself, so that the
 // reason for the fallback is kept for Stats.
 func (e *Engine) attach(is *ifaceState, mode afxdp.XDPMode) error {
+	attach := e.steering.Attach
+	if is.workload {
+		attach = e.steering.AttachWorkload
+	}
 	switch mode {
 	case afxdp.XDPDriver, afxdp.XDPGeneric:
-		a, err := e.steering.Attach(is.name, mode)
+		a, err := attach(is.name, mode)
 		if err != nil {
 			return fmt.Errorf("engine: interface %s: %w", is.name, err)
 		}
 		is.attachment, is.xdpReason = a, mode.String()+" mode requested"
 		return nil
 	}
-	a, nerr := e.steering.Attach(is.name, afxdp.XDPDriver)
+	a, nerr := attach(is.name, afxdp.XDPDriver)
 	if nerr == nil {
 		is.attachment, is.xdpReason = a, "native attach succeeded"
 		return nil
 	}
-	a, err := e.steering.Attach(is.name, afxdp.XDPGeneric)
+	a, err := attach(is.name, afxdp.XDPGeneric)
 	if err != nil {
 		return fmt.Errorf("engine: interface %s: native: %v; generic: %w", is.name, nerr, err)
 	}
@@ -257,9 +264,13 @@ func (e *Engine) setupAFPacket() error {
 	cfg := &e.cfg
 	if cfg.steered() {
 		var err error
-		e.filter, err = packetFilter(steerSpec{pods: cfg.PodCIDRs, hosts: cfg.HostAddresses, node: cfg.NodeAddress,
-			ipip: true, vxlan: true, vxlanPort: cfg.VXLANPort})
-		if err != nil {
+		spec := steerSpec{pods: cfg.PodCIDRs, hosts: cfg.HostAddresses, node: cfg.NodeAddress,
+			ipip: true, vxlan: true, vxlanPort: cfg.VXLANPort}
+		if e.filter, err = packetFilter(spec); err != nil {
+			return fmt.Errorf("engine: %w", err)
+		}
+		spec.ipip, spec.vxlan = false, false
+		if e.workloadFilter, err = packetFilter(spec); err != nil {
 			return fmt.Errorf("engine: %w", err)
 		}
 	} else {
@@ -300,7 +311,11 @@ const (
 // openPacketPort opens an AF_PACKET port for an interface on a worker's
 // pool (in the calling thread's namespace).
 func (e *Engine) openPacketPort(w *worker, is *ifaceState) (*afpacket.Port, error) {
-	p, err := w.pool.Open(afpacket.Config{Interface: is.name, Port: is.port, Filter: e.filter,
+	filter := e.filter
+	if is.workload {
+		filter = e.workloadFilter
+	}
+	p, err := w.pool.Open(afpacket.Config{Interface: is.name, Port: is.port, Filter: filter,
 		BlockSize: packetBlockSize, Blocks: packetBlocks,
 		MaxBatch: e.cfg.BatchSize, Logger: e.cfg.Logger})
 	if err != nil {
@@ -378,6 +393,7 @@ func (e *Engine) stats() Stats {
 			continue
 		}
 		s := InterfaceStats{Name: is.name, Port: is.port, Ifindex: is.ifindex, MTU: is.mtu, Runtime: is.runtime,
+			Workload:      is.workload,
 			XDPModeReason: is.xdpReason}
 		if a := is.attachment; a != nil {
 			s.XDPMode = a.Mode()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -12,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/tabbynet/tabby/datapath"
 	"github.com/tabbynet/tabby/datapath/afxdp"
 	"github.com/tabbynet/tabby/datapath/afxdp/nstest"
+	"github.com/tabbynet/tabby/datapath/header"
 )
 
 const nhRuntime = 10 // 10.244.3.0/24: the pod behind the runtime interface d2
@@ -149,7 +152,7 @@ func testRuntimeInterfaces(t *testing.T, kind PortKind, mode afxdp.PollMode) {
 	for i := range rounds {
 		d2, p0 := l.veth(l.dut, "d2", pod, "p0")
 		a0 := time.Now()
-		port, err := e.AddInterface(context.Background(), Interface{Name: "d2"})
+		port, err := e.AddInterface(context.Background(), Interface{Name: "d2", Workload: true})
 		attach += time.Since(a0)
 		if err != nil {
 			t.Fatalf("round %d: add: %v", i, err)
@@ -161,7 +164,7 @@ func testRuntimeInterfaces(t *testing.T, kind PortKind, mode afxdp.PollMode) {
 			t.Fatalf("round %d: second add of d2 succeeded", i)
 		}
 		is, ok := e.Interface("d2")
-		if !ok || !is.Runtime || is.Port != port {
+		if !ok || !is.Runtime || !is.Workload || is.Port != port {
 			t.Fatalf("round %d: stats of d2: %+v %v", i, is, ok)
 		}
 		if kind == PortAFXDP && (is.XDPMode != afxdp.XDPDriver || is.SocketMode != afxdp.ModeCopy ||
@@ -188,6 +191,15 @@ func testRuntimeInterfaces(t *testing.T, kind PortKind, mode afxdp.PollMode) {
 			t.Fatal(err)
 		}
 		checkInner(t, capture(t, sinkRaw, 1, hasPayload(out.payload))[0], out, l.d1, l.s0, 63)
+		if i == 0 {
+			// A workload's own IP-in-IP to the node address is not the
+			// dataplane's to decapsulate.
+			if err := podRaw.Send(ipipFromPod(t, p0, d2, "10.244.3.7", "192.168.10.1", "10.244.1.10", "10.244.2.77",
+				"ipip-from-pod")); err != nil {
+				t.Fatal(err)
+			}
+			quiet(t, sinkRaw, 200*time.Millisecond, hasPayload("ipip-from-pod"))
+		}
 
 		// Remove: route first, then the interface; every fifth time the
 		// veth is gone already.
@@ -240,8 +252,8 @@ func testRuntimeInterfaces(t *testing.T, kind PortKind, mode afxdp.PollMode) {
 	drops := kernelDrops(st)
 	t.Logf("flow: sent %d, received %d (duplicates %d), kernel drops at d0 %d; engine %s", f.sent.Load(),
 		f.received.Load(), f.dups.Load(), drops, fmtCounters(c))
-	if c.Dropped() != 0 {
-		t.Errorf("the engine dropped frames: %s", fmtCounters(c))
+	if c.Dropped() != 0 || c.DecapIPIP != 0 {
+		t.Errorf("the engine dropped or decapsulated frames: %s", fmtCounters(c))
 	}
 	want := f.sent.Load() + 2*rounds // the flow, and the pod's frames both ways
 	if c.RxPackets != want || c.TxPackets != want {
@@ -265,6 +277,19 @@ func testRuntimeInterfaces(t *testing.T, kind PortKind, mode afxdp.PollMode) {
 	}
 }
 
+// ipipFromPod builds an IP-in-IP frame a pod sends to the node address.
+func ipipFromPod(t *testing.T, src, dst header.MAC, outerSrc, outerDst, innerSrc, innerDst, payload string) []byte {
+	t.Helper()
+	outer := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolIPv4,
+		SrcIP: netip.MustParseAddr(outerSrc).AsSlice(), DstIP: netip.MustParseAddr(outerDst).AsSlice()}
+	inner := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP,
+		SrcIP: netip.MustParseAddr(innerSrc).AsSlice(), DstIP: netip.MustParseAddr(innerDst).AsSlice()}
+	udp := &layers.UDP{SrcPort: 40000, DstPort: 7000}
+	udp.SetNetworkLayerForChecksum(inner)
+	return serialize(t, &layers.Ethernet{SrcMAC: hw(src), DstMAC: hw(dst), EthernetType: layers.EthernetTypeIPv4},
+		outer, inner, udp, gopacket.Payload(payload))
+}
+
 // protoOf alternates UDP and TCP test packets.
 func protoOf(i int) layers.IPProtocol {
 	if i%2 == 1 {
@@ -286,6 +311,10 @@ func TestRuntimeInterfaceErrors(t *testing.T) {
 	cfg.RuntimeInterfaces = 1
 	e := l.start(l.dut, cfg)
 	ctx := context.Background()
+	// The worker loop opens its eventfd when it starts: count after.
+	if err := e.workers[0].ctl.Do(func(*afxdp.PortSet) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
 	fds := openFDs(t)
 	if _, err := e.AddInterface(ctx, Interface{Name: "nosuch0"}); err == nil || !strings.Contains(err.Error(), "nosuch0") {
 		t.Errorf("unknown interface: %v", err)
@@ -306,7 +335,7 @@ func TestRuntimeInterfaceErrors(t *testing.T) {
 	if err := o.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := openFDs(t); n != fds {
+	if n := waitFDs(fds); n != fds {
 		t.Errorf("%d open file descriptors after failed adds, %d before", n, fds)
 	}
 	// The frame memory backs one runtime port (rings of 256), not two
@@ -335,5 +364,19 @@ func TestRuntimeInterfaceErrors(t *testing.T) {
 	}
 	if st := e.Stats(); st.Frames.App != 0 || st.Frames.Tx != 0 || len(st.Interfaces) != 3 {
 		t.Errorf("stats at close: %+v, %d interfaces (want the runtime one listed)", st.Frames, len(st.Interfaces))
+	}
+}
+
+// waitFDs waits up to a second for the process to have want open file
+// descriptors (the other engine's loop closes its eventfd as it ends) and
+// returns how many it has.
+func waitFDs(want int) int {
+	deadline := time.Now().Add(time.Second)
+	for {
+		ents, _ := os.ReadDir("/proc/self/fd")
+		if len(ents) == want || time.Now().After(deadline) {
+			return len(ents)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

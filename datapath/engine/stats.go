@@ -36,8 +36,9 @@ type InterfaceStats struct {
 	Port    datapath.PortID
 	Ifindex int
 	MTU     int
-	// Runtime is true for an interface added by AddInterface.
-	Runtime bool
+	// Runtime is true for an interface added by AddInterface, Workload
+	// for one facing workloads (Interface.Workload).
+	Runtime, Workload bool
 	// XDPMode is the steering program's attach mode (AF_XDP only:
 	// XDPDriver or XDPGeneric) and XDPModeReason why.
 	XDPMode       afxdp.XDPMode

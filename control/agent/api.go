@@ -310,6 +310,11 @@ func (a *Agent) AddEndpoint(ctx context.Context, req EndpointRequest) (EndpointR
 		if msg, bad := r.objErrs[KeyOfObject(wep)]; bad {
 			return &apiError{http.StatusBadRequest, "invalid", errors.New(msg)}
 		}
+		if _, ok := r.dataplane.(portManager); ok {
+			// A repeated ADD may bring a new veth of the same name (and
+			// an unchanged endpoint): check the port against it.
+			r.dirty.routes = true
+		}
 		r.flush(ctx)
 		if r.dirty.policy {
 			return errors.New("policy not published (see the agent's log)")

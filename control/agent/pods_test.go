@@ -417,6 +417,45 @@ func TestAgentAFXDPPods(t *testing.T) {
 	if err := l.tcpExchange("pa", "pc", 100_000); err != nil {
 		t.Errorf("TCP pa -> pc after the restart: %v", err)
 	}
+
+	// pa's veth replaced by a new one of the same name (what a repeated
+	// ADD of a recreated sandbox does): the next ADD re-attaches it.
+	pa := l.pods["pa"]
+	oldIdx := a.dp.(*afxdpDataplane).ports.byName[pa.veth].ifindex
+	for _, c := range [][]string{
+		{"node", "ip", "link", "del", pa.veth},
+		{"node", "ip", "link", "add", pa.veth, "type", "veth", "peer", "name", "eth0", "netns", pa.ns.Name},
+		{"node", "ip", "link", "set", pa.veth, "up"},
+		{"node", "sysctl", "-qw", "net.ipv4.conf." + pa.veth + ".proxy_arp=1", "net.ipv4.conf." + pa.veth + ".forwarding=1",
+			"net.ipv4.neigh." + pa.veth + ".proxy_delay=0"},
+		{"node", "ip", "route", "add", pa.ip.String() + "/32", "dev", pa.veth, "scope", "link"},
+		{"pa", "ip", "link", "set", "eth0", "up"},
+		{"pa", "ip", "addr", "add", pa.ip.String() + "/32", "dev", "eth0"},
+		{"pa", "ip", "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link"},
+		{"pa", "ip", "route", "add", "default", "via", "169.254.1.1", "dev", "eth0"},
+	} {
+		ns := l.node
+		if c[0] == "pa" {
+			ns = pa.ns
+		}
+		if _, err := ns.Run(c[1], c[2:]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mac, err := pa.ns.MAC("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewClient(l.sock).AddEndpoint(ctx, EndpointRequest{ContainerID: pa.containerID, Namespace: "shop",
+		Pod: "pa", Endpoint: "eth0", InterfaceName: pa.veth, MAC: mac.String()}); err != nil {
+		t.Fatalf("ADD after the veth was replaced: %v", err)
+	}
+	if p, ok := a.dp.(*afxdpDataplane).ports.get(pa.veth); !ok || p.ifindex == oldIdx {
+		t.Errorf("port of the replaced veth: %+v %v (old ifindex %d)", p, ok, oldIdx)
+	}
+	if err := l.ping("pa", "pc", 1); err != nil {
+		t.Errorf("ping pa -> pc after the veth was replaced: %v", err)
+	}
 	l.del("pa")
 	l.del("pc")
 	waitPorts(t, a, "up0")

@@ -334,18 +334,19 @@ func (e *Engine) lookup(name string) *ifaceState {
 	return nil
 }
 
-// freeSlot returns the PortID for a new interface: the lowest free slot
-// no next hop names, else a new slot (NoPort: none left); e.mu is held.
+// freeSlot returns the PortID for a new interface: the lowest slot that
+// is free and that no next hop names (Tables.PortInUse), else NoPort; e.mu
+// is held.
 func (e *Engine) freeSlot() datapath.PortID {
-	for i, is := range e.ifaces {
-		if is == nil && !e.cfg.Tables.PortInUse(datapath.PortID(i)) {
+	for i := 0; i < int(datapath.NoPort); i++ {
+		if i < len(e.ifaces) && e.ifaces[i] != nil {
+			continue
+		}
+		if !e.cfg.Tables.PortInUse(datapath.PortID(i)) {
 			return datapath.PortID(i)
 		}
 	}
-	if len(e.ifaces) >= int(datapath.NoPort) {
-		return datapath.NoPort
-	}
-	return datapath.PortID(len(e.ifaces))
+	return datapath.NoPort
 }
 
 // reservedFrames is what the attached AF_XDP ports need of one worker's

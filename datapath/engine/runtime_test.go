@@ -344,8 +344,18 @@ func TestRuntimeInterfaceErrors(t *testing.T) {
 		!errors.Is(err, ErrFrameMemoryFull) {
 		t.Errorf("oversized rings: %v", err)
 	}
-	if _, err := e.AddInterface(ctx, Interface{Name: "d2"}); err != nil {
+	// A slot a next hop still names is not given to another interface,
+	// even when it was the last one.
+	p2, err := e.AddInterface(ctx, Interface{Name: "d2"})
+	if err != nil {
 		t.Fatal(err)
+	}
+	setNextHop(t, l.tables, nhRuntime, datapath.NextHop{Kind: datapath.NextHopLocal, Port: p2}, "10.244.3.0/24")
+	if err := e.RemoveInterface("d2"); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := e.AddInterface(ctx, Interface{Name: "d2"}); err != nil || p == p2 {
+		t.Fatalf("re-added d2 as port %d (%v); port %d is still routed to", p, err, p2)
 	}
 	if err := e.RemoveInterface("nosuch0"); !errors.Is(err, ErrNotAttached) {
 		t.Errorf("remove unknown: %v", err)

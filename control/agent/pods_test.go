@@ -379,7 +379,7 @@ func TestAgentAFXDPPods(t *testing.T) {
 		t.Errorf("deleted pod's veth %s still an engine port", vethB)
 	}
 	if !strings.Contains(func() string { _, m := httpGet(t, "http://"+a.Addr("metrics")+"/metrics"); return m }(),
-		`tabby_dataplane_interface_operations_total{op="detach",result="ok",socket_mode="",xdp_mode=""} 1`) {
+		`tabby_dataplane_interface_operations_total{op="detach",result="ok",socket_mode="copy",xdp_mode="native"} 1`) {
 		t.Error("/metrics lacks the detach")
 	}
 

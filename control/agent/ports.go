@@ -119,8 +119,8 @@ type portManager interface {
 	syncPorts(ctx context.Context, want map[string]bool) (map[string]portAttach, map[string]error)
 	// podPorts lists the pods' interfaces attached.
 	podPorts() []string
-	// detachPort detaches a pod's interface.
-	detachPort(name string) error
+	// detachPort detaches a pod's interface and says how it was attached.
+	detachPort(name string) (portAttach, error)
 	// portCounts returns how many configured and pod interfaces are ports.
 	portCounts() (configured, pods int)
 	// endpointRouted reports why the addresses are not routed to the
@@ -176,7 +176,7 @@ func (d *afxdpDataplane) syncPorts(ctx context.Context, want map[string]bool) (m
 			// no longer exists.
 			d.log.Info("pod interface replaced; attaching the new one", "if", name, "old_ifindex", have.ifindex,
 				"ifindex", link.Attrs().Index)
-			if err := d.detachPort(name); err != nil {
+			if _, err := d.detachPort(name); err != nil {
 				d.log.Warn("detach replaced pod interface", "if", name, "err", err)
 			}
 		case !present:
@@ -212,14 +212,22 @@ func (d *afxdpDataplane) attachPort(ctx context.Context, name string, link netli
 	p := enginePort{id: id, ifindex: link.Attrs().Index, mtu: link.Attrs().MTU, pod: true}
 	copy(p.mac[:], link.Attrs().HardwareAddr)
 	d.ports.set(name, p)
-	a := portAttach{port: id, took: time.Since(t0)}
+	a := d.describe(name)
+	a.port, a.took = id, time.Since(t0)
+	return a, nil
+}
+
+// describe returns how an engine interface is attached.
+func (d *afxdpDataplane) describe(name string) portAttach {
+	var a portAttach
 	if is, ok := d.eng.Interface(name); ok {
+		a.port = is.Port
 		a.xdpMode, a.xdpReason = is.XDPMode.String(), is.XDPModeReason
 		if is.SocketMode != afxdp.ModeAuto {
 			a.socketMode, a.socketReason = is.SocketMode.String(), is.SocketModeReason
 		}
 	}
-	return a, nil
+	return a
 }
 
 func (d *afxdpDataplane) endpointRouted(iface string, addrs []netip.Addr) error {
@@ -249,9 +257,13 @@ func (d *afxdpDataplane) endpointRouted(iface string, addrs []netip.Addr) error 
 
 // detachPort removes a pod's veth from the engine; the port is forgotten
 // even when the engine reports an error (its state is gone either way).
-func (d *afxdpDataplane) detachPort(name string) error {
+func (d *afxdpDataplane) detachPort(name string) (portAttach, error) {
+	t0 := time.Now()
+	a := d.describe(name)
 	d.ports.remove(name)
-	return d.eng.RemoveInterface(name)
+	err := d.eng.RemoveInterface(name)
+	a.took = time.Since(t0)
+	return a, err
 }
 
 // localInterfaces returns the host-side interfaces of this node's
@@ -299,14 +311,16 @@ func (r *reconciler) detachPorts(pm portManager, want map[string]bool) {
 		if want[name] {
 			continue
 		}
-		t0 := time.Now()
-		if err := pm.detachPort(name); err != nil {
-			r.log.Error("detach pod interface", "if", name, "err", err)
-			r.metrics.portOps.WithLabelValues("detach", "error", "", "").Inc()
+		a, err := pm.detachPort(name)
+		if err != nil {
+			r.log.Error("detach pod interface", "if", name, "port", a.port, "xdp_mode", a.xdpMode,
+				"socket_mode", a.socketMode, "err", err)
+			r.metrics.portOps.WithLabelValues("detach", "error", a.xdpMode, a.socketMode).Inc()
 			continue
 		}
-		r.log.Info("pod interface detached", "if", name, "took", time.Since(t0).Round(time.Microsecond))
-		r.metrics.portOps.WithLabelValues("detach", "ok", "", "").Inc()
+		r.log.Info("pod interface detached", "if", name, "port", a.port, "xdp_mode", a.xdpMode,
+			"socket_mode", a.socketMode, "took", a.took.Round(time.Microsecond))
+		r.metrics.portOps.WithLabelValues("detach", "ok", a.xdpMode, a.socketMode).Inc()
 	}
 	c, p := pm.portCounts()
 	r.metrics.ports.WithLabelValues("config").Set(float64(c))

@@ -32,7 +32,21 @@ type slot struct {
 
 // Worker runs the pipeline for one queue: it owns its ports (as far as
 // receiving and its batch of frames go), its counters, and its scratch
-// space. All methods but Counters must be called from one goroutine.
+// space. All methods but Counters and PolicyStats must be called from one
+// goroutine.
+//
+// # Port slots
+//
+// A port's PortID is its slot: frames it receives carry it in Frame.Port,
+// and next hops name it in NextHop.Port. SetPort fills or replaces a slot
+// and RemovePort empties one, between batches, so the port set can change
+// while the worker runs (an interface attached at runtime). A frame routed
+// to an empty slot is dropped as DropBadNextHop (DropNoHostPath for the
+// host port). The contract for callers: remove the routes to a port (its
+// next hops) before removing the port, and reuse an emptied slot only once
+// no next hop names it any more; otherwise traffic still routed to the old
+// port would leave through the new one. Tables.PortInUse tells whether a
+// published next hop still names a slot.
 type Worker struct {
 	tables *Tables
 	ports  []Port
@@ -75,7 +89,7 @@ type Worker struct {
 // WorkerConfig configures a Worker.
 type WorkerConfig struct {
 	// Ports are the worker's ports; a frame's Port and a next hop's Port
-	// index this slice.
+	// index this slice. A nil entry is an empty slot (see SetPort).
 	Ports []Port
 	// BatchSize is the receive batch (default DefaultBatchSize, at most
 	// MaxBatchSize).
@@ -90,8 +104,8 @@ func NewWorker(tables *Tables, cfg WorkerConfig) (*Worker, error) {
 	if tables == nil {
 		return nil, fmt.Errorf("new worker: nil tables")
 	}
-	if len(cfg.Ports) == 0 || len(cfg.Ports) >= int(NoPort) {
-		return nil, fmt.Errorf("new worker: %d ports, want 1..%d", len(cfg.Ports), NoPort-1)
+	if len(cfg.Ports) >= int(NoPort) {
+		return nil, fmt.Errorf("new worker: %d ports, at most %d", len(cfg.Ports), NoPort-1)
 	}
 	b := cfg.BatchSize
 	if b == 0 {
@@ -102,7 +116,7 @@ func NewWorker(tables *Tables, cfg WorkerConfig) (*Worker, error) {
 	}
 	w := &Worker{
 		tables: tables,
-		ports:  cfg.Ports,
+		ports:  append([]Port(nil), cfg.Ports...),
 		batch:  b,
 		rx:     make([]Frame, b),
 		slots:  make([]slot, b),
@@ -141,11 +155,67 @@ func (w *Worker) PolicyStats() acl.FilterCounters { return w.filter.Stats() }
 // called from the worker's goroutine (between batches).
 func (w *Worker) DrainPolicyLogs(fn func(*acl.LogRecord)) { w.filter.DrainLogs(fn) }
 
+// SetPort puts p into slot id: a new slot (the port set grows to id+1
+// slots), an empty one, or one holding another port, which is replaced. It
+// must be called from the worker's goroutine between batches; it allocates
+// only when the port set grows. See the type's documentation for when a
+// slot may be reused.
+func (w *Worker) SetPort(id PortID, p Port) error {
+	if id == NoPort {
+		return fmt.Errorf("set port: id %d is NoPort", id)
+	}
+	if p == nil {
+		return fmt.Errorf("set port %d: nil port", id)
+	}
+	for int(id) >= len(w.ports) {
+		w.ports = append(w.ports, nil)
+		w.tx = append(w.tx, make([]uint16, 0, w.batch))
+	}
+	w.ports[id] = p
+	return nil
+}
+
+// RemovePort empties slot id and returns the port it held (nil if it was
+// empty or beyond the port set). Between batches no frame is queued on a
+// port, so the removed port holds none of the worker's frames; frames it
+// lent to its kernel side are its own business. It must be called from the
+// worker's goroutine between batches.
+func (w *Worker) RemovePort(id PortID) Port {
+	if int(id) >= len(w.ports) {
+		return nil
+	}
+	p := w.ports[id]
+	w.ports[id] = nil
+	// Shrink past trailing empty slots, so Poll does not walk them.
+	n := len(w.ports)
+	for n > 0 && w.ports[n-1] == nil {
+		n--
+	}
+	w.ports = w.ports[:n]
+	w.tx = w.tx[:n]
+	return p
+}
+
+// Port returns the port in slot id (nil: empty).
+func (w *Worker) Port(id PortID) Port {
+	if int(id) >= len(w.ports) {
+		return nil
+	}
+	return w.ports[id]
+}
+
+// Slots returns the number of port slots (the highest occupied PortID plus
+// one).
+func (w *Worker) Slots() int { return len(w.ports) }
+
 // Poll receives one batch from each port, runs the pipeline on it and
 // transmits the results. It returns the number of frames received.
 func (w *Worker) Poll() int {
 	total := 0
 	for _, p := range w.ports {
+		if p == nil {
+			continue
+		}
 		n := p.Receive(w.rx[:w.batch])
 		if n == 0 {
 			continue
@@ -154,6 +224,21 @@ func (w *Worker) Poll() int {
 		w.Process(w.rx[:n])
 	}
 	return total
+}
+
+// PollPort receives one batch from port id only, runs the pipeline on it
+// and transmits the results, like Poll; it returns the number of frames
+// received (0 for an empty slot). It serves draining a port about to be
+// removed.
+func (w *Worker) PollPort(id PortID) int {
+	if int(id) >= len(w.ports) || w.ports[id] == nil {
+		return 0
+	}
+	n := w.ports[id].Receive(w.rx[:w.batch])
+	if n > 0 {
+		w.Process(w.rx[:n])
+	}
+	return n
 }
 
 // Process runs the pipeline on frames (at most the batch size) and hands
@@ -432,7 +517,7 @@ func (w *Worker) forward(snap *Snapshot, f *Frame, s *slot, generated bool) {
 		w.dropFrame(f, DropNoRoute)
 		return
 	}
-	if int(nh.Port) >= len(w.ports) {
+	if int(nh.Port) >= len(w.ports) || w.ports[nh.Port] == nil {
 		w.dropFrame(f, DropBadNextHop)
 		return
 	}
@@ -594,7 +679,7 @@ func (w *Worker) icmpError(snap *Snapshot, f *Frame, s *slot, kind icmpKind, mtu
 
 // toHost queues a frame for the host stack.
 func (w *Worker) toHost(snap *Snapshot, f *Frame) {
-	if snap.Node.HostPort == NoPort || int(snap.Node.HostPort) >= len(w.ports) {
+	if int(snap.Node.HostPort) >= len(w.ports) || w.ports[snap.Node.HostPort] == nil {
 		w.dropFrame(f, DropNoHostPath)
 		return
 	}

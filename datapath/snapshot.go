@@ -343,6 +343,29 @@ func (t *Tables) SetPolicy(p *acl.Compiled) error {
 	return nil
 }
 
+// PortInUse reports whether the published snapshot still sends traffic to
+// port: a local, remote or host next hop names it, or it is the node's host
+// port. A worker's port slot may be given to another port only when it is
+// not in use (see Worker).
+func (t *Tables) PortInUse(port PortID) bool {
+	s := t.cur.Load()
+	if s == nil {
+		return false
+	}
+	if s.Node.HostPort == port {
+		return true
+	}
+	for i := range s.NextHops {
+		switch nh := &s.NextHops[i]; nh.Kind {
+		case NextHopLocal, NextHopRemote, NextHopHost:
+			if nh.Port == port {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Routes returns the number of IPv4 and IPv6 routes.
 func (t *Tables) Routes() (v4, v6 int) {
 	t.mu.Lock()

@@ -73,6 +73,12 @@ type EndpointResponse struct {
 	// PolicyGeneration is the generation of the compiled policy that
 	// includes the endpoint (published before the reply).
 	PolicyGeneration uint64 `json:"policyGeneration"`
+	// DisableTxChecksumOffload asks the CNI plugin to turn TX checksum
+	// offload off on the pod's interface (afxdp dataplane): AF_XDP hands
+	// the engine the raw frame without the kernel's checksum-offload
+	// state, so a TCP or UDP checksum left for the "hardware" to finish
+	// would reach the receiver unfinished and be dropped.
+	DisableTxChecksumOffload bool `json:"disableTxChecksumOffload,omitempty"`
 }
 
 // DeleteResponse is the reply to DELETE /v1/endpoints/{containerID}.
@@ -90,8 +96,10 @@ type ErrorResponse struct {
 	Error string `json:"error"`
 	// Code is "invalid" (400), "not_ready" (503, retry), "exhausted"
 	// (503, no free address), "unavailable" (503, datastore unreachable,
-	// retry) or "internal" (500). A CNI plugin maps not_ready and
-	// unavailable to CNI error 11 (try again later).
+	// retry), "dataplane" (500, the pod's interface could not be attached
+	// to or routed in the afxdp dataplane; the error says why) or
+	// "internal" (500). A CNI plugin maps not_ready and unavailable to CNI
+	// error 11 (try again later).
 	Code string `json:"code"`
 }
 
@@ -302,9 +310,17 @@ func (a *Agent) AddEndpoint(ctx context.Context, req EndpointRequest) (EndpointR
 		if msg, bad := r.objErrs[KeyOfObject(wep)]; bad {
 			return &apiError{http.StatusBadRequest, "invalid", errors.New(msg)}
 		}
+		if _, ok := r.dataplane.(portManager); ok {
+			// A repeated ADD may bring a new veth of the same name (and
+			// an unchanged endpoint): check the port against it.
+			r.dirty.routes = true
+		}
 		r.flush(ctx)
 		if r.dirty.policy {
 			return errors.New("policy not published (see the agent's log)")
+		}
+		if err := r.endpointReachable(wep); err != nil {
+			return err
 		}
 		gen = r.generation
 		return nil
@@ -313,8 +329,35 @@ func (a *Agent) AddEndpoint(ctx context.Context, req EndpointRequest) (EndpointR
 		return fail(err)
 	}
 	a.log.Info("endpoint added", "endpoint", KeyOfObject(wep).String(), "container", handle, "ips", wep.Spec.IPNetworks,
-		"policy_generation", gen)
-	return endpointResponse(wep, gen), nil
+		"interface", wep.Spec.InterfaceName, "policy_generation", gen)
+	resp := endpointResponse(wep, gen)
+	_, resp.DisableTxChecksumOffload = a.dp.(portManager)
+	return resp, nil
+}
+
+// endpointReachable reports why a local endpoint is not reachable through
+// a dataplane that serves pods' interfaces itself (afxdp): its interface
+// failed to attach, or its addresses are not routed to it. Endpoints
+// without an interface name are not the dataplane's to reach.
+func (r *reconciler) endpointReachable(w *WorkloadEndpoint) error {
+	pm, ok := r.dataplane.(portManager)
+	iface := w.Spec.InterfaceName
+	if !ok || iface == "" {
+		return nil
+	}
+	if msg, bad := r.portErrs[iface]; bad {
+		return &apiError{http.StatusInternalServerError, "dataplane",
+			fmt.Errorf("attach the pod's interface %s to the afxdp dataplane: %s", iface, msg)}
+	}
+	if err := pm.endpointRouted(iface, w.Addrs()); err != nil {
+		msg := err.Error()
+		if r.routeErr != "" {
+			msg += "; route programming failed: " + r.routeErr
+		}
+		return &apiError{http.StatusInternalServerError, "dataplane",
+			fmt.Errorf("pod interface %s is not reachable through the afxdp dataplane: %s", iface, msg)}
+	}
+	return nil
 }
 
 // DeleteEndpoint releases a container's addresses and removes its

@@ -42,6 +42,11 @@ type Config struct {
 	XDPMode afxdp.XDPMode
 	// PollMode is how the engine's worker waits for traffic (afxdp).
 	PollMode afxdp.PollMode
+	// MaxPods is how many local pods the afxdp dataplane serves at once:
+	// the engine's frame memory is sized for that many pods' veths
+	// (1.25 MiB each); a pod beyond it fails its CNI ADD (default 110,
+	// kubelet's default).
+	MaxPods int
 	// NodeAddress is the node's underlay address with its prefix length;
 	// invalid means autodetect (the first global IPv4 address of the first
 	// interface).
@@ -109,6 +114,7 @@ const (
 	DefaultDebounce          = 50 * time.Millisecond
 	DefaultIPAMGCInterval    = 10 * time.Minute
 	DefaultIPAMGCGracePeriod = 15 * time.Minute
+	DefaultMaxPods           = 110
 )
 
 // DefaultConfig returns the configuration with every default applied.
@@ -129,6 +135,7 @@ func DefaultConfig() Config {
 		Debounce:          DefaultDebounce,
 		IPAMGCInterval:    DefaultIPAMGCInterval,
 		IPAMGCGracePeriod: DefaultIPAMGCGracePeriod,
+		MaxPods:           DefaultMaxPods,
 		Sources:           map[string]string{},
 	}
 }

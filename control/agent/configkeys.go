@@ -224,6 +224,15 @@ var configKeys = []configKey{
 			c.PollMode = m
 			return nil
 		}},
+	{name: "maxPods", env: "MAX_PODS", usage: "local pods the afxdp dataplane serves at once (110; sizes its memory)",
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 4096 {
+				return errors.New("must be an integer in 1..4096")
+			}
+			c.MaxPods = n
+			return nil
+		}},
 	{name: "nodeAddress", env: "IP", usage: "node address with prefix length (default: autodetect)",
 		set: func(c *Config, v string) error {
 			if v == "" || v == "autodetect" {

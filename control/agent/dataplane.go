@@ -16,8 +16,8 @@ import (
 
 	"github.com/tabbynet/tabby/acl"
 	"github.com/tabbynet/tabby/datapath"
+	"github.com/tabbynet/tabby/datapath/afxdp"
 	"github.com/tabbynet/tabby/datapath/engine"
-	"github.com/tabbynet/tabby/datapath/header"
 )
 
 // dataplane is where the reconciler publishes policy, and what health and
@@ -38,7 +38,14 @@ type dataplane interface {
 type afxdpDataplane struct {
 	tables *datapath.Tables
 	eng    *engine.Engine
-	ports  map[string]enginePort
+	// ports are the engine's interfaces: the configured ones and the
+	// local pods' veths (attached by the reconciler, see portManager).
+	ports     *portTable
+	nl        *netlink.Handle // in the dataplane's namespace
+	netnsName string
+	xdpMode   afxdp.XDPMode
+	maxPods   int
+	log       *slog.Logger
 	// hostPolicy enforces host-endpoint policy on traffic to and from the
 	// node itself, which the XDP program passes to the kernel: the same
 	// model rendered as nftables (only loaded while host endpoints exist).
@@ -84,7 +91,11 @@ func (d *afxdpDataplane) err() error {
 	}
 }
 
-func (d *afxdpDataplane) close() error { return d.eng.Close() }
+func (d *afxdpDataplane) close() error {
+	err := d.eng.Close()
+	d.nl.Close()
+	return err
+}
 
 // dataplaneSetup is what starting a dataplane needs.
 type dataplaneSetup struct {
@@ -99,8 +110,8 @@ type dataplaneSetup struct {
 }
 
 // startAFXDP creates the tables and starts the engine on the configured
-// interfaces.
-func startAFXDP(ctx context.Context, s dataplaneSetup) (*afxdpDataplane, error) {
+// interfaces, with frame memory for Config.MaxPods pods' veths more.
+func startAFXDP(ctx context.Context, s dataplaneSetup) (_ *afxdpDataplane, err error) {
 	node := datapath.NodeConfig{HostPort: datapath.NoPort, EnforcePolicy: true, DecapIPIP: s.ipip, DecapVXLAN: s.vxlan}
 	if s.nodeAddr.IsValid() {
 		node.TunnelIPv4 = s.nodeAddr.Addr()
@@ -113,21 +124,26 @@ func startAFXDP(ctx context.Context, s dataplaneSetup) (*afxdpDataplane, error) 
 	if err != nil {
 		return nil, err
 	}
-	defer nl.Close()
-	ports := map[string]enginePort{}
+	defer func() {
+		if err != nil {
+			nl.Close()
+		}
+	}()
+	ports := newPortTable()
 	var ifs []engine.Interface
 	for i, name := range s.cfg.Interfaces {
 		link, err := nl.LinkByName(name)
 		if err != nil {
 			return nil, fmt.Errorf("interface %s: %w", name, err)
 		}
-		var mac header.MAC
-		copy(mac[:], link.Attrs().HardwareAddr)
-		ports[name] = enginePort{id: datapath.PortID(i), mac: mac}
+		p := enginePort{id: datapath.PortID(i), ifindex: link.Attrs().Index, mtu: link.Attrs().MTU}
+		copy(p.mac[:], link.Attrs().HardwareAddr)
+		ports.set(name, p)
 		ifs = append(ifs, engine.Interface{Name: name, XDPMode: s.cfg.XDPMode})
 	}
 	ec := engine.Config{Interfaces: ifs, Tables: tables, PollMode: s.cfg.PollMode, PodCIDRs: s.podCIDRs,
-		HostAddresses: s.hostAddrs, Netns: s.netns, Logger: s.log.With("component", "engine")}
+		HostAddresses: s.hostAddrs, Netns: s.netns, Logger: s.log.With("component", "engine"),
+		RuntimeInterfaces: s.cfg.MaxPods, RuntimeRingSize: podRingSize}
 	if s.nodeAddr.IsValid() {
 		ec.NodeAddress = s.nodeAddr.Addr()
 	}
@@ -135,8 +151,13 @@ func startAFXDP(ctx context.Context, s dataplaneSetup) (*afxdpDataplane, error) 
 	if err != nil {
 		return nil, fmt.Errorf("start engine: %w", err)
 	}
-	return &afxdpDataplane{tables: tables, eng: eng, ports: ports,
-		hostPolicy: newKernelDataplane(s.netns, s.cfg.NodeName, s.log)}, nil
+	netnsName := s.cfg.Netns
+	if netnsName == "" {
+		netnsName = "(the agent's)"
+	}
+	return &afxdpDataplane{tables: tables, eng: eng, ports: ports, nl: nl, netnsName: netnsName, xdpMode: s.cfg.XDPMode,
+		maxPods: s.cfg.MaxPods,
+		log:     s.log.With("component", "dataplane"), hostPolicy: newKernelDataplane(s.netns, s.cfg.NodeName, s.log)}, nil
 }
 
 // kernelDataplane leaves forwarding to the kernel: policy is rendered as an

@@ -63,6 +63,7 @@
 //	interfaces           TABBY_INTERFACES         required for afxdp; uplink first
 //	xdpMode              TABBY_XDP_MODE           auto (native, generic)
 //	pollMode             TABBY_POLL_MODE          adaptive (busy, interrupt)
+//	maxPods              TABBY_MAX_PODS           110 (afxdp: sizes the engine's frame memory)
 //	nodeAddress          TABBY_IP                 first IPv4 address of the uplink
 //	ipv4PoolCIDR         TABBY_IPV4POOL_CIDR      none (ipv4PoolBlockSize, ipv4PoolIPIP,
 //	                                              ipv4PoolVXLAN, ipv4PoolNATOutgoing)
@@ -131,6 +132,15 @@
 //	 "interfaceName": "tab4f1c8e2a", "mac": "0a:58:0a:41:00:05",
 //	 "labels": {"app": "web"}, "policyGeneration": 7}
 //
+// With the afxdp dataplane the reply also comes only after the pod's
+// host-side veth (interfaceName) is an engine port and its addresses are
+// routed to it, and carries "disableTxChecksumOffload": true (the plugin
+// turns TX checksum offload off on the pod's interface: AF_XDP hands the
+// engine raw frames without the kernel's checksum-offload state). A veth
+// that cannot be attached fails the request with code "dataplane" and a
+// message saying why (no such interface in the dataplane's namespace,
+// maxPods pods already attached, another XDP program on it, ...).
+//
 // A repeated POST for the same containerID returns the addresses it already
 // has. The endpoint is stored as a WorkloadEndpoint named
 // "<node>-k8s-<pod>-<endpoint>" (or "<node>-cni-<hash>" without a pod).
@@ -147,7 +157,30 @@
 // listener). Errors are ErrorResponse {"error": "...", "code": c} with
 // HTTP 400 "invalid", 503 "not_ready" (before the first sync; retry),
 // 503 "exhausted" (no free address), 503 "unavailable" (datastore
-// unreachable; retry), 500 "internal". A CNI plugin maps not_ready and
+// unreachable; retry), 500 "dataplane" (afxdp: the pod's interface could
+// not be attached or routed), 500 "internal".
+//
+// # Pods on the afxdp dataplane
+//
+// The engine starts on the configured interfaces (the uplink); every local
+// workload endpoint's host-side veth becomes an engine port at runtime
+// (engine.AddInterface), without stopping the engine or disturbing other
+// pods' traffic. The reconciler does it while programming routes: before
+// the routes, the interfaces of local endpoints that are no port yet are
+// attached (also a veth replaced by one of the same name, as a repeated
+// CNI ADD does); after them, the ports of endpoints that are gone are
+// detached (route first, then engine.RemoveInterface, which copes with a
+// veth deleted with its pod). Endpoints of the endpoint API, of the
+// datastore and of the endpoints file are treated alike, so a restarted
+// agent attaches the pods that exist. A failed attach is retried every
+// round and logged once; every attach and detach is logged with the XDP
+// and socket modes chosen and counted in
+// tabby_dataplane_interface_operations_total. The engine's frame memory is
+// sized for maxPods pods (128-descriptor rings: 1.25 MiB each). The pod's
+// veth carries ARP and traffic for the node itself to the kernel (proxy
+// ARP answers for 169.254.1.1; the steering program passes everything that
+// is not for a pod CIDR, and the node's addresses); traffic to pod CIDRs
+// goes to the engine. A CNI plugin maps not_ready and
 // unavailable to CNI error 11 (try again later).
 //
 // # Health, readiness, metrics
@@ -174,7 +207,7 @@
 //   - Routes: RouteProgrammer. afxdp uses FIBRoutes (control/routes:
 //     Compute + Userspace, next hops resolved from the kernel's neighbour
 //     table in the dataplane namespace, plus a /32 per local endpoint
-//     whose veth is an engine port); kernel mode uses KernelRoutes
+//     to its veth's engine port); kernel mode uses KernelRoutes
 //     (control/routes.Kernel); Options.Routes replaces either.
 //   - BGP: control/bgp's Speaker behind bgpSpeaker.
 //   - Kubernetes: datastoreType kubernetes (connect) uses

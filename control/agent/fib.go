@@ -51,29 +51,21 @@ func (f *FIBRoutes) Apply(ctx context.Context, in RouteInputs) (RouteStats, erro
 // and reported pending, so the next reconcile retries it.
 type netlinkNeighbors struct {
 	netns netns.NsHandle
-	ports map[int]enginePort // by ifindex
-	mtu   map[int]int
+	// ports are the engine's interfaces, the configured ones and the
+	// pods' veths attached at runtime: a next hop out of any of them
+	// resolves.
+	ports *portTable
 
 	mu sync.Mutex
 	nl *netlink.Handle
 }
 
-func newNetlinkNeighbors(h netns.NsHandle, ports map[string]enginePort) (*netlinkNeighbors, error) {
+func newNetlinkNeighbors(h netns.NsHandle, ports *portTable) (*netlinkNeighbors, error) {
 	nl, err := netlinkHandle(h)
 	if err != nil {
 		return nil, err
 	}
-	n := &netlinkNeighbors{netns: h, nl: nl, ports: map[int]enginePort{}, mtu: map[int]int{}}
-	for name, p := range ports {
-		l, err := nl.LinkByName(name)
-		if err != nil {
-			nl.Close()
-			return nil, err
-		}
-		n.ports[l.Attrs().Index] = p
-		n.mtu[l.Attrs().Index] = l.Attrs().MTU
-	}
-	return n, nil
+	return &netlinkNeighbors{netns: h, nl: nl, ports: ports}, nil
 }
 
 func (n *netlinkNeighbors) close() {
@@ -91,7 +83,7 @@ func (n *netlinkNeighbors) Neighbor(ip netip.Addr) (routes.Neighbor, bool) {
 		return routes.Neighbor{}, false
 	}
 	idx := rs[0].LinkIndex
-	port, ok := n.ports[idx]
+	port, ok := n.ports.byIndex(idx)
 	if !ok {
 		return routes.Neighbor{}, false
 	}
@@ -113,7 +105,7 @@ func (n *netlinkNeighbors) Neighbor(ip netip.Addr) (routes.Neighbor, bool) {
 			if ne.State&(netlink.NUD_FAILED|netlink.NUD_INCOMPLETE) != 0 {
 				continue
 			}
-			nb := routes.Neighbor{Port: port.id, SrcMAC: port.mac, MTU: n.mtu[idx]}
+			nb := routes.Neighbor{Port: port.id, SrcMAC: port.mac, MTU: port.mtu}
 			copy(nb.DstMAC[:], ne.HardwareAddr)
 			return nb, true
 		}

@@ -35,6 +35,9 @@ import (
 //	tabby_dataplane_bytes_total{direction}     rx/tx bytes (afxdp)
 //	tabby_dataplane_forwarded_total{to}        local/remote/host deliveries
 //	tabby_dataplane_drops_total{reason}        drops per reason (afxdp)
+//	tabby_dataplane_interfaces{origin}         engine interfaces: config, pod (afxdp)
+//	tabby_dataplane_interface_operations_total{op,result,xdp_mode,socket_mode}
+//	                                           pods' veths attached/detached (afxdp)
 //	tabby_bgp_sessions{state}                  BGP sessions by state
 //	tabby_bgp_prefixes{type}                   advertised/learned prefixes
 type metrics struct {
@@ -58,6 +61,8 @@ type metrics struct {
 	cniRequests       *prometheus.CounterVec
 	gcReleased        *prometheus.CounterVec
 	gcErrors          prometheus.Counter
+	ports             *prometheus.GaugeVec
+	portOps           *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -99,8 +104,13 @@ func newMetrics() *metrics {
 	for _, w := range []string{"addresses", "blocks", "affinities"} {
 		m.gcReleased.WithLabelValues(w)
 	}
+	m.ports = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tabby_dataplane_interfaces",
+		Help: "Engine interfaces: configured ones (origin config) and pods' veths (origin pod)."}, []string{"origin"})
+	m.portOps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_dataplane_interface_operations_total",
+		Help: "Pods' veths attached to and detached from the engine, with the XDP and AF_XDP socket modes chosen."},
+		[]string{"op", "result", "xdp_mode", "socket_mode"})
 	m.reg.MustRegister(m.gcReleased, m.gcErrors, m.synced, m.watchErrors, m.reconciles, m.reconcileDuration, m.objectErrors, m.fibRoutes,
-		m.policyCompile, m.policyErrors, m.cniRequests,
+		m.policyCompile, m.policyErrors, m.cniRequests, m.ports, m.portOps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, k := range append(append([]resources.Kind(nil), datastoreKinds...), objectKinds...) {
 		m.synced.WithLabelValues(string(k)).Set(0)

@@ -125,8 +125,23 @@ func (r *reconciler) routeInputs() RouteInputs {
 	return in
 }
 
+// programRoutes programs the routes; with a dataplane serving pods'
+// interfaces as ports (afxdp), a new local endpoint's interface is attached
+// first and a gone endpoint's interface detached after its route was
+// removed.
 func (r *reconciler) programRoutes(ctx context.Context) {
+	pm, ports := r.dataplane.(portManager)
+	var want map[string]bool
+	if ports {
+		want = r.localInterfaces()
+		r.attachPorts(ctx, pm, want)
+	}
 	st, err := r.routes.Apply(ctx, r.routeInputs())
+	if ports {
+		r.detachPorts(pm, want)
+		// An interface that failed to attach is retried next round.
+		st.Pending += len(r.portErrs)
+	}
 	r.routeStats = st
 	if err != nil {
 		if msg := err.Error(); msg != r.routeErr {

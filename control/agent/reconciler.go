@@ -111,14 +111,17 @@ type reconciler struct {
 	generation uint64
 	compileDur time.Duration
 
-	dirty       struct{ policy, routes, bgp bool }
-	synced      map[resources.Kind]bool
-	everSynced  map[resources.Kind]bool
-	watchErr    map[resources.Kind]string
-	timer       *time.Timer
-	timerArmed  bool
-	routeStats  RouteStats
-	routeErr    string
+	dirty      struct{ policy, routes, bgp bool }
+	synced     map[resources.Kind]bool
+	everSynced map[resources.Kind]bool
+	watchErr   map[resources.Kind]string
+	timer      *time.Timer
+	timerArmed bool
+	routeStats RouteStats
+	routeErr   string
+	// portErrs are the local endpoints' interfaces the dataplane failed
+	// to attach, with the error (afxdp; retried every round).
+	portErrs    map[string]string
 	bgpErr      string
 	reconciles  uint64
 	lastPublish time.Time
@@ -148,6 +151,7 @@ func newReconciler(d reconcilerDeps) *reconciler {
 		synced:         map[resources.Kind]bool{},
 		everSynced:     map[resources.Kind]bool{},
 		watchErr:       map[resources.Kind]string{},
+		portErrs:       map[string]string{},
 	}
 	r.heartbeat.Store(time.Now().UnixNano())
 	r.publishStatus()

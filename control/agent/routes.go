@@ -10,7 +10,6 @@ import (
 
 	"github.com/tabbynet/tabby/control/resources"
 	"github.com/tabbynet/tabby/datapath"
-	"github.com/tabbynet/tabby/datapath/header"
 )
 
 // RouteProgrammer turns the agent's routing inputs into forwarding state:
@@ -82,12 +81,13 @@ func (NoRoutes) Apply(context.Context, RouteInputs) (RouteStats, error) { return
 
 // TablesRoutes programs the routes of local endpoints into datapath.Tables:
 // each local endpoint address to its veth when that veth is one of the
-// engine's ports (NextHopLocal, MACs rewritten). Blocks and routes to other
-// nodes are control/routes' (FIBRoutes). It owns the next-hop ids from
-// FirstNextHop up (EndpointNextHops of them).
+// engine's ports (NextHopLocal, MACs rewritten); the afxdp dataplane
+// attaches a local endpoint's veth before its route is programmed, and
+// detaches it after the route is gone. Blocks and routes to other nodes
+// are control/routes' (FIBRoutes). It owns the next-hop ids from first up.
 type TablesRoutes struct {
 	t     *datapath.Tables
-	ports map[string]enginePort
+	ports *portTable
 
 	ids    map[datapath.NextHop]uint32
 	refs   map[uint32]int
@@ -98,15 +98,9 @@ type TablesRoutes struct {
 	Skipped int
 }
 
-// enginePort is one engine interface.
-type enginePort struct {
-	id  datapath.PortID
-	mac header.MAC
-}
-
 // NewTablesRoutes returns a programmer for t whose engine ports are ports
 // (interface name → port id and MAC).
-func NewTablesRoutes(t *datapath.Tables, ports map[string]enginePort, first uint32) *TablesRoutes {
+func NewTablesRoutes(t *datapath.Tables, ports *portTable, first uint32) *TablesRoutes {
 	return &TablesRoutes{t: t, ports: ports, ids: map[datapath.NextHop]uint32{}, refs: map[uint32]int{},
 		routes: map[netip.Prefix]uint32{}, next: first}
 }
@@ -116,7 +110,7 @@ func (p *TablesRoutes) Apply(_ context.Context, in RouteInputs) (RouteStats, err
 	want := map[netip.Prefix]datapath.NextHop{}
 	p.Skipped = 0
 	for _, ep := range in.LocalEndpoints {
-		port, ok := p.ports[ep.Interface]
+		port, ok := p.ports.get(ep.Interface)
 		if !ok {
 			p.Skipped++
 			continue

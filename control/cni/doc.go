@@ -11,8 +11,15 @@
 // Addresses and the endpoint registration come from the agent's endpoint
 // API on its unix socket (control/agent, POST /v1/endpoints): its reply
 // comes after the policy including the pod is published, so the pod is
-// covered by policy before ADD returns. A failed ADD undoes what it did:
-// the veth is removed and the addresses released. DEL is idempotent.
+// covered by policy before ADD returns; with the agent's afxdp dataplane it
+// also comes after the host veth is a port of the engine with the pod's
+// addresses routed to it, and asks the plugin to turn TX checksum offload
+// off on the container interface (AF_XDP hands the engine frames without
+// the kernel's checksum-offload state, so partial checksums would reach the
+// receiver), which it does with the ETHTOOL_STXCSUM ioctl. A failed ADD
+// undoes what it did: the veth is removed and the addresses released. DEL
+// is idempotent; it deletes the veth before telling the agent, which copes
+// with the engine port's interface being gone.
 //
 // Configuration (a plugin object of a conflist):
 //

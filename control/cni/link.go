@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"unsafe"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ip"
@@ -93,8 +94,9 @@ func readSysctl(key string) string {
 
 // configure sets up the host side (proxy ARP, forwarding, a host route per
 // address) and the container side (addresses, the gateway's link route,
-// default routes).
-func configure(netns ns.NetNS, contName, hostName string, contMAC net.HardwareAddr, addrs []netip.Prefix) error {
+// default routes; TX checksum offload off when noTxCsum: the afxdp
+// dataplane needs complete checksums, see agent.EndpointResponse).
+func configure(netns ns.NetNS, contName, hostName string, contMAC net.HardwareAddr, addrs []netip.Prefix, noTxCsum bool) error {
 	host, err := netlink.LinkByName(hostName)
 	if err != nil {
 		return internal("host veth %s: %v", hostName, err)
@@ -153,6 +155,12 @@ func configure(netns ns.NetNS, contName, hostName string, contMAC net.HardwareAd
 		if err := netlink.LinkSetUp(l); err != nil {
 			return internal("container interface %s: set up: %v", contName, err)
 		}
+		if noTxCsum {
+			if err := setTxChecksumOffload(contName, false); err != nil {
+				return internal("container interface %s: turn TX checksum offload off (the afxdp dataplane needs complete checksums): %v",
+					contName, err)
+			}
+		}
 		idx := l.Attrs().Index
 		for _, a := range addrs {
 			if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: prefixNet(a), Flags: nodad(a)}); err != nil {
@@ -177,6 +185,32 @@ func configure(netns ns.NetNS, contName, hostName string, contMAC net.HardwareAd
 		}
 		return nil
 	})
+}
+
+// setTxChecksumOffload turns TX checksum offload of an interface of the
+// calling thread's namespace on or off (SIOCETHTOOL ETHTOOL_STXCSUM: what
+// `ethtool -K <if> tx off` does, without the ethtool binary).
+func setTxChecksumOffload(ifname string, on bool) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	v := &struct{ cmd, data uint32 }{cmd: unix.ETHTOOL_STXCSUM}
+	if on {
+		v.data = 1
+	}
+	var ifr struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [16]byte
+	}
+	copy(ifr.name[:], ifname)
+	ifr.data = unsafe.Pointer(v)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 func nodad(a netip.Prefix) int {

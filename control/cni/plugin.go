@@ -146,7 +146,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		err = internal("agent replied with bad addresses %v: %v", resp.IPs, err)
 	} else {
-		err = configure(netns, args.IfName, hostName, contIf.HardwareAddr, addrs)
+		err = configure(netns, args.IfName, hostName, contIf.HardwareAddr, addrs, resp.DisableTxChecksumOffload)
 	}
 	if err != nil {
 		undoVeth()

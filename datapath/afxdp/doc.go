@@ -16,6 +16,16 @@
 // Counts, Stats and the steering Set* methods may be called from any
 // goroutine.
 //
+// Other goroutines change a running worker through a Control (LoopConfig):
+// Control.Do runs a function on the loop's goroutine between two batches
+// (waking the loop if it sleeps in poll(2)), which may add or remove
+// pollables and ports. A socket for a running UMEM is created with
+// OpenSocket from any goroutine (it touches no frame state), handed to the
+// worker, which fills its fill ring; a socket is retired with Shutdown
+// from any goroutine once the worker no longer uses it, then Forget on the
+// worker returns its frames. Calls that change a UMEM's socket list are
+// serialised by the caller.
+//
 // # Frames
 //
 // Every frame of a UMEM is in exactly one state: free (on the UMEM's free

@@ -25,12 +25,15 @@ type fakeKernel struct {
 // newFakeSocket returns a socket of u whose rings live in Go memory, and
 // the fake kernel driving their other side.
 func newFakeSocket(u *UMEM, port PortID, size uint32) (*Socket, *fakeKernel) {
+	id, err := u.freeID()
+	if err != nil {
+		panic(err)
+	}
 	s := &Socket{
-		umem: u, id: u.nextID, fd: -1, log: u.log, port: port,
+		umem: u, id: id, fd: -1, log: u.log, port: port,
 		mode: ModeZeroCopy, needWakeup: true, fillTarget: int(size), txBudget: copyModeTxBatch,
 		scratch: make([]uint64, size),
 	}
-	u.nextID++
 	k := &fakeKernel{s: s}
 	descSize, addrSize := unsafe.Sizeof(unix.XDPDesc{}), unsafe.Sizeof(uint64(0))
 	var off unix.XDPRingOffset

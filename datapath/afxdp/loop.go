@@ -62,8 +62,11 @@ type Pollable interface {
 // LoopConfig configures Run. Zero fields take the defaults.
 type LoopConfig struct {
 	// Ports are waited on and serviced; normally every port of the
-	// worker.
+	// worker. Control may change the set while the loop runs.
 	Ports []Pollable
+	// Control, if set, delivers changes to the running loop (ports added
+	// or removed, other work on the loop's goroutine); see Control.
+	Control *Control
 	// Mode is the poll mode (default PollAdaptive).
 	Mode PollMode
 	// BusyWindow is how long the adaptive mode keeps busy-polling after
@@ -82,15 +85,18 @@ type LoopStats struct {
 	// Batches counts calls of the batch function that moved frames,
 	// EmptyPolls those that did not, Sleeps the poll(2) calls.
 	Batches, EmptyPolls, Sleeps uint64
+	// ControlOps counts the functions run for Control.Do.
+	ControlOps uint64
 }
 
 // Run runs a worker loop on a locked OS thread until ctx is done: it calls
 // batch (wired to datapath.Worker.Poll: receive, process, transmit one batch
 // from every port; it returns how many frames it received), services the
-// ports, and waits according to the poll mode. On stop it drains: batch is
-// called until it finds nothing, then TX completions are awaited (up to
-// DrainTimeout) so that every frame is back with its UMEM when Run
-// returns. Run returns nil after a stop, or the error that ended it.
+// ports, runs what Control.Do hands it between batches, and waits according
+// to the poll mode. On stop it drains: batch is called until it finds
+// nothing, then TX completions are awaited (up to DrainTimeout) so that
+// every frame is back with its UMEM when Run returns. Run returns nil after
+// a stop, or the error that ended it.
 func Run(ctx context.Context, cfg LoopConfig, batch func() int) (LoopStats, error) {
 	if cfg.BusyWindow == 0 {
 		cfg.BusyWindow = 200 * time.Microsecond
@@ -103,14 +109,25 @@ func Run(ctx context.Context, cfg LoopConfig, batch func() int) (LoopStats, erro
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
+	ctl := cfg.Control
 
-	// A stop must interrupt poll(2): an eventfd written on cancellation
-	// is polled with the ports.
+	// A stop, and a Control request, must interrupt poll(2): an eventfd
+	// written on cancellation and by Control.Do is polled with the ports.
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {
+		if ctl != nil {
+			ctl.stop()
+		}
 		return LoopStats{}, fmt.Errorf("run loop: eventfd: %w", err)
 	}
 	defer unix.Close(efd)
+	if ctl != nil {
+		// Runs before the eventfd is closed: no Do writes to a closed fd.
+		defer ctl.stop()
+		if err := ctl.start(efd); err != nil {
+			return LoopStats{}, err
+		}
+	}
 	var stop atomic.Bool
 	done := make(chan struct{})
 	defer close(done)
@@ -123,16 +140,31 @@ func Run(ctx context.Context, cfg LoopConfig, batch func() int) (LoopStats, erro
 		case <-done:
 		}
 	}()
-	pfds := make([]unix.PollFd, 0, len(cfg.Ports)+1)
-	for _, p := range cfg.Ports {
-		pfds = append(pfds, unix.PollFd{Fd: int32(p.FD()), Events: unix.POLLIN})
+	ps := &PortSet{ports: append([]Pollable(nil), cfg.Ports...)}
+	var pfds []unix.PollFd
+	rebuild := func() {
+		pfds = pfds[:0]
+		for _, p := range ps.ports {
+			pfds = append(pfds, unix.PollFd{Fd: int32(p.FD()), Events: unix.POLLIN})
+		}
+		pfds = append(pfds, unix.PollFd{Fd: int32(efd), Events: unix.POLLIN})
 	}
-	pfds = append(pfds, unix.PollFd{Fd: int32(efd), Events: unix.POLLIN})
+	rebuild()
 	timeoutMs := int(max(cfg.PollTimeout.Milliseconds(), 1))
 
 	var st LoopStats
 	lastWork := time.Now()
 	for !stop.Load() {
+		// One atomic load per turn when nothing changes.
+		if ctl != nil && ctl.pending.Load() {
+			n := ctl.run(ps)
+			st.ControlOps += uint64(n)
+			if ps.changed {
+				ps.changed = false
+				rebuild()
+			}
+			lastWork = time.Now() // the change may bring traffic: spin a window
+		}
 		if batch() > 0 {
 			st.Batches++
 			if cfg.Mode == PollAdaptive {
@@ -141,7 +173,7 @@ func Run(ctx context.Context, cfg LoopConfig, batch func() int) (LoopStats, erro
 			continue
 		}
 		st.EmptyPolls++
-		for _, p := range cfg.Ports {
+		for _, p := range ps.ports {
 			p.Service()
 		}
 		switch cfg.Mode {
@@ -159,22 +191,33 @@ func Run(ctx context.Context, cfg LoopConfig, batch func() int) (LoopStats, erro
 		if _, err := unix.Poll(pfds, timeoutMs); err != nil && !errors.Is(err, unix.EINTR) {
 			return st, fmt.Errorf("run loop: poll: %w", err)
 		}
+		if pfds[len(pfds)-1].Revents&unix.POLLIN != 0 {
+			// Reset the eventfd so the next sleep blocks again.
+			var buf [8]byte
+			unix.Read(efd, buf[:])
+		}
 		lastWork = time.Now() // woken: spin for one window before sleeping again
 	}
-	return st, drain(cfg, batch)
+	return st, drain(ps.ports, cfg.DrainTimeout, batch)
+}
+
+// TxPending is implemented by pollables that can have transmitted frames
+// in flight (AF_XDP sockets): the drain waits until none is.
+type TxPending interface {
+	TxOutstanding() int
 }
 
 // drain processes what is still on the RX rings and waits for TX
 // completions.
-func drain(cfg LoopConfig, batch func() int) error {
+func drain(ports []Pollable, timeout time.Duration, batch func() int) error {
 	for i := 0; i < 1000 && batch() > 0; i++ {
 	}
-	deadline := time.Now().Add(cfg.DrainTimeout)
+	deadline := time.Now().Add(timeout)
 	for {
 		pending := 0
-		for _, p := range cfg.Ports {
+		for _, p := range ports {
 			p.Service()
-			if s, ok := p.(*Socket); ok {
+			if s, ok := p.(TxPending); ok {
 				pending += s.TxOutstanding()
 			}
 		}
@@ -182,7 +225,7 @@ func drain(cfg LoopConfig, batch func() int) error {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("run loop: %d frames still in flight after %v", pending, cfg.DrainTimeout)
+			return fmt.Errorf("run loop: %d frames still in flight after %v", pending, timeout)
 		}
 		time.Sleep(100 * time.Microsecond)
 	}

@@ -119,7 +119,8 @@ type Socket struct {
 	counters    socketCounters
 	lastKickErr atomic.Uint32
 	onClose     []func()
-	closed      bool
+	shut        bool // Shutdown: the kernel side is gone
+	closed      bool // Forget: the frames are back with the UMEM
 }
 
 func pow2(n, def int, what string) (uint32, error) {
@@ -133,11 +134,60 @@ func pow2(n, def int, what string) (uint32, error) {
 }
 
 // NewSocket creates an AF_XDP socket in the calling thread's network
-// namespace, sets up its rings and binds it to cfg's interface and queue.
-// The first socket of a UMEM decides the bind mode (zero-copy or copy);
-// later sockets share the UMEM (XDP_SHARED_UMEM) with their own fill and
-// completion rings.
-func (u *UMEM) NewSocket(cfg SocketConfig) (_ *Socket, err error) {
+// namespace, sets up its rings, binds it to cfg's interface and queue and
+// lends it its share of free frames (fill ring). The first socket of a
+// UMEM decides the bind mode (zero-copy or copy); later sockets share the
+// UMEM (XDP_SHARED_UMEM) with their own fill and completion rings. It must
+// be called by the UMEM's owner (see OpenSocket for a running UMEM).
+func (u *UMEM) NewSocket(cfg SocketConfig) (*Socket, error) {
+	s, err := u.newSocket(cfg)
+	if err != nil {
+		return nil, err
+	}
+	s.refill()
+	u.publish()
+	return s, nil
+}
+
+// OpenSocket is NewSocket for a UMEM whose owner goroutine is running: it
+// creates, maps and binds the socket and adds it to the UMEM's sockets but
+// touches none of the UMEM's frames, so it may be called from another
+// goroutine while the owner receives and transmits. The socket's fill ring
+// stays empty until its owner first calls Service or Receive (hand it to
+// the owner, then register it with a steering program, so that the kernel
+// finds frames to receive into). Calls that change the UMEM's socket list
+// (NewSocket, OpenSocket, Forget, Close) must not run concurrently with one
+// another: the caller serialises them, and hands the socket to the owner
+// through a synchronising channel (Control.Do).
+func (u *UMEM) OpenSocket(cfg SocketConfig) (*Socket, error) {
+	return u.newSocket(cfg)
+}
+
+// freeID returns the lowest socket id no socket of the UMEM has.
+func (u *UMEM) freeID() (uint16, error) {
+	used := make(map[uint16]bool, len(u.sockets))
+	for _, o := range u.sockets {
+		used[o.id] = true
+	}
+	for id := 0; id <= 0xffff; id++ {
+		if !used[uint16(id)] {
+			return uint16(id), nil
+		}
+	}
+	return 0, errors.New("new socket: umem has 65536 sockets")
+}
+
+// shareFD returns a bound socket to share the UMEM with (-1: none).
+func (u *UMEM) shareFD() int {
+	for _, o := range u.sockets {
+		if !o.shut && o.fd >= 0 {
+			return o.fd
+		}
+	}
+	return -1
+}
+
+func (u *UMEM) newSocket(cfg SocketConfig) (_ *Socket, err error) {
 	if u.closed {
 		return nil, errors.New("new socket: umem closed")
 	}
@@ -168,7 +218,7 @@ func (u *UMEM) NewSocket(cfg SocketConfig) (_ *Socket, err error) {
 		return nil, fmt.Errorf("new socket: queue %d", cfg.Queue)
 	}
 	for _, o := range u.sockets {
-		if o.ifindex == ifindex && o.queue == cfg.Queue {
+		if !o.shut && o.ifindex == ifindex && o.queue == cfg.Queue {
 			return nil, fmt.Errorf("new socket: %s queue %d already has a socket on this umem", ifname, cfg.Queue)
 		}
 	}
@@ -176,9 +226,13 @@ func (u *UMEM) NewSocket(cfg SocketConfig) (_ *Socket, err error) {
 	if log == nil {
 		log = u.log
 	}
+	id, err := u.freeID()
+	if err != nil {
+		return nil, err
+	}
 	s := &Socket{
 		umem:       u,
-		id:         u.nextID,
+		id:         id,
 		log:        log.With("if", ifname, "queue", cfg.Queue),
 		ifindex:    ifindex,
 		ifname:     ifname,
@@ -188,11 +242,12 @@ func (u *UMEM) NewSocket(cfg SocketConfig) (_ *Socket, err error) {
 		txBudget:   copyModeTxBatch,
 		scratch:    make([]uint64, max(sizes[3], sizes[2])),
 	}
-	shared := u.bound
+	// The UMEM is registered with the kernel by its first socket and
+	// shared through any bound one; once every socket is gone the kernel
+	// has dropped it, and the next socket registers it again.
+	shareFD := u.shareFD()
+	shared := u.bound && shareFD >= 0
 	if shared {
-		if len(u.sockets) == 0 {
-			return nil, errors.New("new socket: umem has no open socket to share")
-		}
 		if s.fd, err = unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
 			return nil, fmt.Errorf("new socket: %w", err)
 		}
@@ -210,12 +265,12 @@ func (u *UMEM) NewSocket(cfg SocketConfig) (_ *Socket, err error) {
 	}
 	if shared {
 		sa := &unix.SockaddrXDP{Flags: unix.XDP_SHARED_UMEM, Ifindex: uint32(ifindex), QueueID: uint32(cfg.Queue),
-			SharedUmemFD: uint32(u.sockets[0].fd)}
+			SharedUmemFD: uint32(shareFD)}
 		if err := unix.Bind(s.fd, sa); err != nil {
 			return nil, fmt.Errorf("new socket %s/%d: bind shared umem: %w", ifname, cfg.Queue, err)
 		}
 		s.modeReason = "inherited from the umem's first socket"
-		s.needWakeup = u.sockets[0].needWakeup
+		s.needWakeup = u.needWakeup
 	} else if err := s.bindFirst(cfg.Mode); err != nil {
 		return nil, fmt.Errorf("new socket %s/%d: %w", ifname, cfg.Queue, err)
 	}
@@ -231,12 +286,9 @@ func (u *UMEM) NewSocket(cfg SocketConfig) (_ *Socket, err error) {
 		s.setTxBudget()
 	}
 	if !shared {
-		u.bound, u.mode = true, s.mode
+		u.bound, u.mode, u.needWakeup = true, s.mode, s.needWakeup
 	}
-	u.nextID++
 	u.sockets = append(u.sockets, s)
-	s.refill()
-	u.publish()
 	s.log.Info("af_xdp socket bound", "mode", s.mode, "why", s.modeReason, "need_wakeup", s.needWakeup,
 		"shared_umem", shared, "tx_budget", s.txBudget)
 	return s, nil
@@ -601,34 +653,73 @@ func (s *Socket) unmap() {
 	s.comp.close()
 }
 
-// Close unregisters the socket from steering programs, closes it, and
-// returns the frames the kernel held for it (fill ring, TX in flight) to
-// the UMEM. Frames the dataplane holds stay valid until the UMEM closes.
-// Call it from the owning goroutine, after the worker loop stopped.
-func (s *Socket) Close() error {
-	if s.closed {
+// Shutdown unregisters the socket from steering programs, unmaps its rings
+// and closes it, without touching its UMEM: from then on the kernel uses
+// none of the frames it held for the socket (its fill ring, TX in flight),
+// but they stay accounted to the socket until UMEM.Forget returns them. It
+// may be called from any goroutine once the socket's owner no longer uses
+// it (it is no port of a running loop any more), so that the kernel's
+// teardown (an RCU grace period) does not stall the owner. After Shutdown
+// the socket may only be passed to Forget (Stats still answers with the
+// counters kept in userspace).
+func (s *Socket) Shutdown() error {
+	if s.shut {
 		return nil
 	}
-	s.closed = true
+	s.shut = true
 	for _, f := range s.onClose {
 		f()
 	}
-	s.reap()
 	s.unmap()
 	var err error
 	if s.fd >= 0 {
 		err = unix.Close(s.fd)
 		s.fd = -1
 	}
-	u := s.umem
+	return err
+}
+
+// Forget removes a socket that is shut down from the UMEM and returns the
+// frames the kernel held for it (fill ring, TX in flight) to the free
+// stack. It must be called from the UMEM's owner goroutine.
+func (u *UMEM) Forget(s *Socket) error {
+	if s.umem != u {
+		return errors.New("forget socket: not a socket of this umem")
+	}
+	if !s.shut {
+		return fmt.Errorf("forget socket %s/%d: still open (Shutdown first)", s.ifname, s.queue)
+	}
+	if s.closed {
+		return nil
+	}
+	s.closed = true
 	for i, o := range u.sockets {
 		if o == s {
 			u.sockets = append(u.sockets[:i], u.sockets[i+1:]...)
 			break
 		}
 	}
+	if len(u.sockets) == 0 {
+		u.bound = false
+	}
 	fill, tx := u.reclaim(s.id)
 	s.nFill, s.nTx = 0, 0
 	s.log.Debug("af_xdp socket closed", "reclaimed_fill", fill, "reclaimed_tx", tx)
-	return err
+	return nil
+}
+
+// Close unregisters the socket from steering programs, closes it, and
+// returns the frames the kernel held for it (fill ring, TX in flight) to
+// the UMEM: Shutdown then Forget, after reaping the completions already
+// there. Frames the dataplane holds stay valid until the UMEM closes. Call
+// it from the owning goroutine, after the worker loop stopped.
+func (s *Socket) Close() error {
+	if s.closed {
+		return nil
+	}
+	if !s.shut {
+		s.reap()
+	}
+	err := s.Shutdown()
+	return errors.Join(err, s.umem.Forget(s))
 }

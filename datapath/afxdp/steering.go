@@ -263,14 +263,15 @@ func (s *Steering) del(p netip.Prefix) error {
 // Attachment is the steering program attached to one interface, with its
 // XSKMAP (sockets by RX queue) and counters.
 type Attachment struct {
-	s       *Steering
-	ifindex int
-	ifname  string
-	mode    XDPMode
-	xsks    *ebpf.Map
-	stats   *ebpf.Map
-	prog    *ebpf.Program
-	link    link.Link
+	s        *Steering
+	ifindex  int
+	ifname   string
+	mode     XDPMode
+	workload bool
+	xsks     *ebpf.Map
+	stats    *ebpf.Map
+	prog     *ebpf.Program
+	link     link.Link
 
 	mu      sync.Mutex
 	sockets map[int]*Socket
@@ -283,6 +284,19 @@ type Attachment struct {
 // The attachment refuses an interface that already has an XDP program, and
 // Close detaches, leaving the interface as it was found.
 func (s *Steering) Attach(ifname string, mode XDPMode) (*Attachment, error) {
+	return s.attach(ifname, mode, false)
+}
+
+// AttachWorkload is Attach for an interface facing workloads (a pod's
+// veth): IP-in-IP and VXLAN to the node address arriving on it are passed
+// to the kernel, never redirected, so that a workload cannot have the
+// dataplane decapsulate packets it wrapped itself (whose inner source
+// address it chose). Pod-CIDR traffic is redirected as on any interface.
+func (s *Steering) AttachWorkload(ifname string, mode XDPMode) (*Attachment, error) {
+	return s.attach(ifname, mode, true)
+}
+
+func (s *Steering) attach(ifname string, mode XDPMode, workload bool) (*Attachment, error) {
 	ifi, err := net.InterfaceByName(ifname)
 	if err != nil {
 		return nil, fmt.Errorf("attach steering: %w", err)
@@ -292,7 +306,7 @@ func (s *Steering) Attach(ifname string, mode XDPMode) (*Attachment, error) {
 	if s.closed {
 		return nil, errors.New("attach steering: closed")
 	}
-	a := &Attachment{s: s, ifindex: ifi.Index, ifname: ifname, sockets: map[int]*Socket{}}
+	a := &Attachment{s: s, ifindex: ifi.Index, ifname: ifname, workload: workload, sockets: map[int]*Socket{}}
 	ok := false
 	defer func() {
 		if !ok {
@@ -307,7 +321,7 @@ func (s *Steering) Attach(ifname string, mode XDPMode) (*Attachment, error) {
 		ValueSize: 8, MaxEntries: numStats}); err != nil {
 		return nil, fmt.Errorf("attach steering to %s: stats map: %w", ifname, err)
 	}
-	if a.prog, err = s.loadProgram(a.xsks, a.stats); err != nil {
+	if a.prog, err = s.loadProgram(a.xsks, a.stats, workload); err != nil {
 		return nil, fmt.Errorf("attach steering to %s: %w", ifname, err)
 	}
 	attach := func(m XDPMode) error {
@@ -335,7 +349,7 @@ func (s *Steering) Attach(ifname string, mode XDPMode) (*Attachment, error) {
 			}
 		}
 	}
-	s.log.Info("steering program attached", "if", ifname, "mode", a.mode)
+	s.log.Info("steering program attached", "if", ifname, "mode", a.mode, "workload", workload)
 	s.attached = append(s.attached, a)
 	ok = true
 	return a, nil
@@ -354,18 +368,21 @@ func (s *Steering) Verify() error {
 		return err
 	}
 	defer stats.Close()
-	p, err := s.loadProgram(xsks, stats)
-	if err != nil {
-		return err
+	for _, workload := range []bool{false, true} {
+		p, err := s.loadProgram(xsks, stats, workload)
+		if err != nil {
+			return err
+		}
+		p.Close()
 	}
-	return p.Close()
+	return nil
 }
 
-func (s *Steering) loadProgram(xsks, stats *ebpf.Map) (*ebpf.Program, error) {
+func (s *Steering) loadProgram(xsks, stats *ebpf.Map, workload bool) (*ebpf.Program, error) {
 	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "tabby_steer",
 		Type:         ebpf.XDP,
-		Instructions: steeringProgram(xsks, stats, s.dst4, s.dst6, s.config),
+		Instructions: steeringProgram(xsks, stats, s.dst4, s.dst6, s.config, workload),
 		// The program calls no GPL-only helper.
 		License: "MIT",
 	})
@@ -399,6 +416,9 @@ func (a *Attachment) Mode() XDPMode { return a.mode }
 
 // Ifindex returns the interface index.
 func (a *Attachment) Ifindex() int { return a.ifindex }
+
+// Workload reports whether the attachment faces workloads (AttachWorkload).
+func (a *Attachment) Workload() bool { return a.workload }
 
 // Register puts the socket in the XSKMAP at its queue: owned frames
 // arriving on that queue go to it. Closing the socket unregisters it.

@@ -179,3 +179,54 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestSteeringWorkload: on an interface facing workloads, IP-in-IP and
+// VXLAN to the node address go to the kernel (a pod must not have the
+// dataplane decapsulate what it wrapped itself), while pod-CIDR traffic is
+// redirected as on any interface.
+func TestSteeringWorkload(t *testing.T) {
+	r := newRig(t)
+	dpIf, peerIf := r.link(t, "0", 1500, 0)
+	u := newTestUMEM(t, UMEMConfig{Frames: 1024, FrameSize: 2048})
+	st := newTestSteering(t, "10.244.1.0/24")
+	must(t, st.SetNodeAddress(netip.MustParseAddr("192.168.77.1")))
+	must(t, st.SetHostAddresses([]netip.Addr{netip.MustParseAddr("192.168.77.1")}))
+	var s *Socket
+	var a *Attachment
+	r.do(t, func() (err error) {
+		if a, err = st.AttachWorkload(dpIf, XDPAuto); err != nil {
+			return err
+		}
+		if s, err = u.NewSocket(SocketConfig{Interface: dpIf, RxSize: 512, TxSize: 512, FillSize: 512,
+			CompletionSize: 512}); err != nil {
+			return err
+		}
+		return a.Register(s)
+	})
+	defer a.Close()
+	if !a.Workload() {
+		t.Fatal("attachment does not say it faces workloads")
+	}
+	raw := nstest.OpenRaw(t, r.peer, peerIf)
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		owned bool
+	}{
+		{"pod v4", udpFrame(t, "10.244.1.5", "10.244.1.7", 1, 2, []byte("w-pod4")), true},
+		{"vxlan to node", udpFrame(t, "10.244.1.5", "192.168.77.1", 33333, 4789, []byte("w-vxlan")), false},
+		{"ipip to node", ipipFrame(t, "10.244.1.5", "192.168.77.1", "10.244.2.5", "10.244.1.7"), false},
+	} {
+		must(t, raw.Send(c.frame))
+		got := receive(t, []*Socket{s}, 1, 300*time.Millisecond, nil)
+		if c.owned != (len(got) == 1) {
+			t.Errorf("%s: socket got %d frames, owned %v", c.name, len(got), c.owned)
+		}
+	}
+	stats, _ := a.Stats()
+	if stats[StatRedirectPod] != 1 || stats[StatRedirectIPIP] != 0 || stats[StatRedirectVXLAN] != 0 || stats[StatPassHost] < 2 {
+		t.Errorf("counters %v: want 1 pod frame redirected, both tunnel frames passed as host traffic", stats)
+	}
+	settle(t, u, s)
+	must(t, s.Close())
+}

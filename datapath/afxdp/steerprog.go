@@ -95,11 +95,17 @@ const (
 //
 // A redirect goes to the XSKMAP entry of the frame's RX queue; with no
 // socket there, bpf_redirect_map falls back to XDP_PASS. Each decision
-// bumps a per-CPU counter.
+// bumps a per-CPU counter. With workload set (an interface facing pods),
+// tunnel traffic is never redirected: the tunnel flags read as zero, so IP-in-IP and
+// VXLAN to the node address take the host-address path (XDP_PASS).
 //
 // Registers: R6 ctx, R7 stat index, R8 return value, R9 L3 header.
-func steeringProgram(xsks, stats, dst4, dst6, config *ebpf.Map) asm.Instructions {
-	fragMask := raw16(0x3fff) // MF flag and fragment offset
+func steeringProgram(xsks, stats, dst4, dst6, config *ebpf.Map, workload bool) asm.Instructions {
+	fragMask := raw16(0x3fff)                             // MF flag and fragment offset
+	loadFlags := asm.LoadMem(asm.R5, asm.R4, 6, asm.Byte) // flags
+	if workload {
+		loadFlags = asm.Mov.Imm(asm.R5, 0)
+	}
 	return asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1),
 		asm.LoadMem(asm.R2, asm.R6, mdData, asm.Word),
@@ -141,7 +147,7 @@ func steeringProgram(xsks, stats, dst4, dst6, config *ebpf.Map) asm.Instructions
 		asm.LoadMem(asm.R0, asm.R9, 16, asm.Word), // destination
 		asm.JNE.Reg(asm.R0, asm.R5, "lpm4"),
 		asm.LoadMem(asm.R0, asm.R9, 9, asm.Byte), // protocol
-		asm.LoadMem(asm.R5, asm.R4, 6, asm.Byte), // flags
+		loadFlags,
 		asm.JEq.Imm(asm.R0, 4, "ipip"),
 		asm.JEq.Imm(asm.R0, 17, "udp4"),
 		asm.Ja.Label("lpm4"),

@@ -79,10 +79,10 @@ type UMEM struct {
 	state []frameState
 	owner []uint16 // socket index, for frames in stateFill or stateTx
 
-	sockets []*Socket // open sockets
-	bound   bool      // the first socket registered the area and bound
-	mode    Mode
-	nextID  uint16
+	sockets    []*Socket // sockets not yet forgotten
+	bound      bool      // a socket registered the area and bound
+	mode       Mode
+	needWakeup bool // the registering socket bound with XDP_USE_NEED_WAKEUP
 
 	nFill, nApp, nTx int
 	// Published counts, for readers on other goroutines.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 
 	"github.com/vishvananda/netns"
 
@@ -54,12 +55,25 @@ type Interface struct {
 	// XDPAuto, the default, tries native mode and falls back to generic
 	// mode with a log line.
 	XDPMode afxdp.XDPMode
+	// RingSize is the size of the rings of this interface's AF_XDP
+	// sockets, a power of two in 64..65536 (default Config.RingSize for
+	// the interfaces Start opens, Config.RuntimeRingSize for those
+	// AddInterface adds). Each socket lends a fill ring's worth of frames
+	// to the kernel.
+	RingSize int
+	// Workload marks an interface facing workloads (a pod's veth) rather
+	// than the underlay: IP-in-IP and VXLAN to the node address arriving
+	// on it are the kernel's, never decapsulated by the dataplane, so a
+	// workload cannot inject packets behind a tunnel header whose inner
+	// source address it chose.
+	Workload bool
 }
 
 // Config configures an engine. Zero fields take the defaults.
 type Config struct {
-	// Interfaces are the ports; their order defines the datapath.PortID
-	// (index) that NextHop.Port and NodeConfig.HostPort use.
+	// Interfaces are the ports Start opens; their order defines the
+	// datapath.PortID (index) that NextHop.Port and NodeConfig.HostPort
+	// use. AddInterface adds more while the engine runs.
 	Interfaces []Interface
 	// Tables is the forwarding state the worker reads.
 	Tables *datapath.Tables
@@ -98,8 +112,20 @@ type Config struct {
 	// least 4096; for AF_PACKET four batches per interface, at least 1024).
 	Frames int
 	// RingSize is the size of every AF_XDP ring (RX, TX, fill,
-	// completion), a power of two (default 1024).
+	// completion) of the interfaces Start opens, a power of two (default
+	// 1024).
 	RingSize int
+	// RuntimeInterfaces is how many interfaces AddInterface may add at
+	// once beyond Interfaces: the default frame memory is sized for them
+	// (AF_XDP: a fill and a TX ring and a batch of frames each). Default
+	// 0: AddInterface then only has the room the minimum size leaves, and
+	// fails, naming these settings, when the frame memory cannot back
+	// another port.
+	RuntimeInterfaces int
+	// RuntimeRingSize is the ring size of interfaces added by
+	// AddInterface (default 256: a pod's veth rarely needs an uplink's
+	// depth, and every ring's worth of frames is lent to the kernel).
+	RuntimeRingSize int
 
 	// WorkerCPUs pins worker i's thread to CPU WorkerCPUs[i] (a worker
 	// without an entry, or with a negative one, is not pinned). Pin workers
@@ -119,8 +145,9 @@ type Config struct {
 }
 
 const (
-	defaultRingSize = 1024
-	minFrames       = 4096
+	defaultRingSize        = 1024
+	defaultRuntimeRingSize = 256
+	minFrames              = 4096
 	// frameSize is the UMEM / pool frame size: a 1500-byte frame plus
 	// VXLAN encapsulation plus the 256-byte XDP headroom fit with room to
 	// spare, and the kernel accepts it for copy and zero-copy mode.
@@ -153,8 +180,8 @@ func (cfg Config) withDefaults() (Config, error) {
 			return cfg, fmt.Errorf("engine: interface %s listed twice", ifc.Name)
 		}
 		seen[ifc.Name] = true
-		if ifc.XDPMode > afxdp.XDPGeneric {
-			return cfg, fmt.Errorf("engine: interface %s: unknown XDP mode %d", ifc.Name, ifc.XDPMode)
+		if err := ifc.validate(); err != nil {
+			return cfg, err
 		}
 	}
 	if cfg.PortKind > PortAFPacket {
@@ -192,8 +219,18 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.RingSize == 0 {
 		cfg.RingSize = defaultRingSize
 	}
-	if cfg.RingSize < 64 || cfg.RingSize > 1<<16 || cfg.RingSize&(cfg.RingSize-1) != 0 {
+	if !validRing(cfg.RingSize) {
 		return cfg, fmt.Errorf("engine: ring size %d is not a power of two in 64..65536", cfg.RingSize)
+	}
+	if cfg.RuntimeRingSize == 0 {
+		cfg.RuntimeRingSize = defaultRuntimeRingSize
+	}
+	if !validRing(cfg.RuntimeRingSize) {
+		return cfg, fmt.Errorf("engine: runtime ring size %d is not a power of two in 64..65536", cfg.RuntimeRingSize)
+	}
+	if cfg.RuntimeInterfaces < 0 || len(cfg.Interfaces)+cfg.RuntimeInterfaces >= int(datapath.NoPort) {
+		return cfg, fmt.Errorf("engine: %d runtime interfaces out of range 0..%d", cfg.RuntimeInterfaces,
+			int(datapath.NoPort)-1-len(cfg.Interfaces))
 	}
 	if cfg.Frames < 0 || cfg.Frames > 1<<20 {
 		return cfg, fmt.Errorf("engine: %d frames out of range 1..%d", cfg.Frames, 1<<20)
@@ -204,14 +241,53 @@ func (cfg Config) withDefaults() (Config, error) {
 	return cfg, nil
 }
 
-// umemFrames is the number of frames of an AF_XDP worker's UMEM: each
-// socket lends a full fill ring to the kernel and may have a full TX ring in
-// flight, and the worker holds a batch per port.
+// validate checks an interface's fields.
+func (ifc *Interface) validate() error {
+	if ifc.Name == "" {
+		return fmt.Errorf("engine: interface has no name")
+	}
+	if len(ifc.Name) > 15 || strings.ContainsAny(ifc.Name, "/: \t\n") {
+		return fmt.Errorf("engine: interface %q: not a valid interface name", ifc.Name)
+	}
+	if ifc.XDPMode > afxdp.XDPGeneric {
+		return fmt.Errorf("engine: interface %s: unknown XDP mode %d", ifc.Name, ifc.XDPMode)
+	}
+	if ifc.RingSize != 0 && !validRing(ifc.RingSize) {
+		return fmt.Errorf("engine: interface %s: ring size %d is not a power of two in 64..65536", ifc.Name, ifc.RingSize)
+	}
+	return nil
+}
+
+func validRing(n int) bool { return n >= 64 && n <= 1<<16 && n&(n-1) == 0 }
+
+// ringSize returns the ring size of an interface's sockets.
+func (cfg *Config) ringSize(ifc Interface, runtime bool) int {
+	switch {
+	case ifc.RingSize != 0:
+		return ifc.RingSize
+	case runtime:
+		return cfg.RuntimeRingSize
+	}
+	return cfg.RingSize
+}
+
+// portFrames is what one AF_XDP socket with rings of the given size needs
+// of its UMEM: a full fill ring lent to the kernel, a full TX ring in
+// flight, and a batch held by the dataplane.
+func (cfg *Config) portFrames(ring int) int { return 2*ring + cfg.BatchSize }
+
+// umemFrames is the number of frames of an AF_XDP worker's UMEM: enough
+// for every port Start opens and Config.RuntimeInterfaces more (see
+// portFrames), at least minFrames.
 func (cfg *Config) umemFrames() int {
 	if cfg.Frames > 0 {
 		return cfg.Frames
 	}
-	return max(minFrames, len(cfg.Interfaces)*(2*cfg.RingSize+cfg.BatchSize))
+	n := cfg.RuntimeInterfaces * cfg.portFrames(cfg.RuntimeRingSize)
+	for _, ifc := range cfg.Interfaces {
+		n += cfg.portFrames(cfg.ringSize(ifc, false))
+	}
+	return max(minFrames, n)
 }
 
 // poolFrames is the number of frames of an AF_PACKET worker's pool: frames
@@ -220,7 +296,7 @@ func (cfg *Config) poolFrames() int {
 	if cfg.Frames > 0 {
 		return cfg.Frames
 	}
-	return max(1024, 4*len(cfg.Interfaces)*cfg.BatchSize)
+	return max(1024, 4*(len(cfg.Interfaces)+cfg.RuntimeInterfaces)*cfg.BatchSize)
 }
 
 // steered reports whether any steering field is set.

@@ -25,6 +25,33 @@
 // interfaces leads to the host stack (frames for the host would otherwise be
 // sent out of that interface).
 //
+// # Interfaces attached at runtime
+//
+// AddInterface attaches another interface while traffic flows (a pod's
+// veth): it resolves and attaches it in Config.Netns, opens a socket per
+// worker on the worker's UMEM (OpenSocket: no frame state touched from
+// outside the worker) or pool, hands the port to each worker through its
+// afxdp.Control (the worker adds it to its datapath.Worker and pollable set
+// and fills its fill ring between two batches), and only then registers
+// the sockets in the interface's XSKMAP. It returns the PortID: the lowest
+// slot that is free and that no next hop of Config.Tables still names, or a
+// new one. RemoveInterface undoes it: XSKMAP entries removed, the workers
+// forward what the socket already received and drop the port between two
+// batches, the steering program is detached, TX completions are awaited
+// (not for an interface that vanished with its pod), the socket is shut
+// down outside the worker (the kernel's teardown waits for an RCU grace
+// period) and its frames go back to the UMEM on the worker. Callers remove
+// the routes to a port before removing it.
+//
+// Changes are serialised (one at a time, and not concurrently with Close);
+// the worker loops never stop for them: a change costs each worker the
+// time of a few function calls between two batches, and an idle worker
+// asleep in poll(2) is woken for it through the eventfd it polls. Sockets
+// added at runtime have Config.RuntimeRingSize rings (default 256), and
+// the frame memory is sized for Config.RuntimeInterfaces of them;
+// AddInterface refuses a port the frame memory cannot back, so the ports
+// never starve each other of receive buffers.
+//
 // One worker serves queue 0 of every interface (veths only use queue 0). The
 // code is organised per worker: a worker owns one UMEM, one socket per
 // interface on its queue, and one datapath.Worker, and every attachment has

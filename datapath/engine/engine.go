@@ -22,24 +22,37 @@ type Engine struct {
 	cfg Config
 	log *slog.Logger
 
-	ifaces   []ifaceState
 	steering *afxdp.Steering // AF_XDP only
-	workers  []*worker
+	// AF_PACKET only (nil: every frame): the socket filter of underlay
+	// interfaces and of workload interfaces (no tunnel traffic).
+	filter, workloadFilter []unix.SockFilter
+	workers                []*worker
 
 	cancel context.CancelFunc
 	done   chan struct{} // closed when every worker loop has exited
 
-	mu       sync.Mutex // serialises Stats and Close
+	// opMu serialises AddInterface, RemoveInterface and Close: one
+	// change of the port set at a time.
+	opMu sync.Mutex
+	// mu guards what Stats reads while changes happen: ifaces, the
+	// workers' socket and port lists, closed, final.
+	mu sync.Mutex
+	// ifaces are the attached interfaces by PortID (nil: a free slot).
+	ifaces   []*ifaceState
 	closed   bool
 	closeErr error
 	final    *Stats // recorded by Close before the sockets close
 }
 
-// ifaceState is what Start learned and created for one interface.
+// ifaceState is what the engine learned and created for one interface.
 type ifaceState struct {
 	name       string
+	port       datapath.PortID
 	ifindex    int
 	mtu        int
+	ring       int               // AF_XDP ring size of its sockets
+	runtime    bool              // added by AddInterface
+	workload   bool              // Interface.Workload
 	attachment *afxdp.Attachment // AF_XDP only
 	xdpReason  string
 }
@@ -95,31 +108,51 @@ func Start(ctx context.Context, cfg Config) (*Engine, error) {
 		close(e.done)
 	}()
 	e.log.Info("engine started", "ports", cfg.PortKind, "interfaces", len(cfg.Interfaces),
-		"workers", len(e.workers), "poll", cfg.PollMode, "batch", cfg.BatchSize)
+		"workers", len(e.workers), "poll", cfg.PollMode, "batch", cfg.BatchSize, "frames", e.frameTotal())
 	return e, nil
+}
+
+// frameTotal returns the frames of one worker's UMEM or pool.
+func (e *Engine) frameTotal() int {
+	if e.cfg.PortKind == PortAFPacket {
+		return e.cfg.poolFrames()
+	}
+	return e.cfg.umemFrames()
 }
 
 // setup creates everything in the engine's namespace.
 func (e *Engine) setup() error {
 	cfg := &e.cfg
-	for _, ifc := range cfg.Interfaces {
-		ifi, err := net.InterfaceByName(ifc.Name)
+	for i, ifc := range cfg.Interfaces {
+		is, err := e.resolve(ifc, datapath.PortID(i), false)
 		if err != nil {
-			return fmt.Errorf("engine: interface %s: %w", ifc.Name, err)
+			return err
 		}
-		e.ifaces = append(e.ifaces, ifaceState{name: ifc.Name, ifindex: ifi.Index, mtu: ifi.MTU})
-		if room := frameSize - maxHeadroom; ifi.MTU+header.EthernetLen+4 > room {
-			e.log.Warn("interface MTU exceeds what a frame holds: longer frames are dropped", "if", ifc.Name,
-				"mtu", ifi.MTU, "max_frame", room)
-		}
+		e.ifaces = append(e.ifaces, is)
 	}
 	if cfg.PortKind == PortAFPacket {
-		for i := range e.ifaces {
-			e.ifaces[i].xdpReason = "af_packet ports: no XDP program"
-		}
 		return e.setupAFPacket()
 	}
 	return e.setupAFXDP()
+}
+
+// resolve looks an interface up (in the calling thread's namespace) and
+// returns its state.
+func (e *Engine) resolve(ifc Interface, port datapath.PortID, runtime bool) (*ifaceState, error) {
+	ifi, err := net.InterfaceByName(ifc.Name)
+	if err != nil {
+		return nil, fmt.Errorf("engine: interface %s: %w", ifc.Name, err)
+	}
+	is := &ifaceState{name: ifc.Name, port: port, ifindex: ifi.Index, mtu: ifi.MTU,
+		ring: e.cfg.ringSize(ifc, runtime), runtime: runtime, workload: ifc.Workload}
+	if e.cfg.PortKind == PortAFPacket {
+		is.xdpReason = "af_packet ports: no XDP program"
+	}
+	if room := frameSize - maxHeadroom; ifi.MTU+header.EthernetLen+4 > room {
+		e.log.Warn("interface MTU exceeds what a frame holds: longer frames are dropped", "if", ifc.Name,
+			"mtu", ifi.MTU, "max_frame", room)
+	}
+	return is, nil
 }
 
 func (e *Engine) setupAFXDP() error {
@@ -139,30 +172,36 @@ func (e *Engine) setupAFXDP() error {
 		return fmt.Errorf("engine: %w", err)
 	}
 	for i, ifc := range cfg.Interfaces {
-		if err := e.attach(i, ifc); err != nil {
+		if err := e.attach(e.ifaces[i], ifc.XDPMode); err != nil {
 			return err
 		}
 	}
 	for wi, q := range workerQueues(cfg) {
-		w := &worker{id: wi, queue: q}
+		w := newWorker(wi, q)
 		e.workers = append(e.workers, w)
 		if w.umem, err = afxdp.NewUMEM(afxdp.UMEMConfig{Frames: cfg.umemFrames(), FrameSize: frameSize,
 			Logger: cfg.Logger}); err != nil {
 			return fmt.Errorf("engine: worker %d: %w", wi, err)
 		}
-		for i, ifc := range cfg.Interfaces {
-			s, err := e.newSocket(w.umem, afxdp.SocketConfig{Interface: ifc.Name, Queue: q, Port: datapath.PortID(i),
-				RxSize: cfg.RingSize, TxSize: cfg.RingSize, FillSize: cfg.RingSize, CompletionSize: cfg.RingSize})
+		for _, is := range e.ifaces {
+			s, err := e.newSocket(context.Background(), w.umem.NewSocket, is.socketConfig(q))
 			if err != nil {
-				return fmt.Errorf("engine: interface %s queue %d: %w", ifc.Name, q, err)
+				return fmt.Errorf("engine: interface %s queue %d: %w", is.name, q, err)
 			}
-			w.sockets = append(w.sockets, s)
-			if err := e.ifaces[i].attachment.Register(s); err != nil {
-				return fmt.Errorf("engine: interface %s queue %d: %w", ifc.Name, q, err)
+			w.setSocket(is.port, s)
+			if err := is.attachment.Register(s); err != nil {
+				return fmt.Errorf("engine: interface %s queue %d: %w", is.name, q, err)
 			}
 		}
 	}
 	return nil
+}
+
+// socketConfig returns the configuration of the interface's socket on a
+// queue.
+func (is *ifaceState) socketConfig(queue int) afxdp.SocketConfig {
+	return afxdp.SocketConfig{Interface: is.name, Queue: queue, Port: is.port,
+		RxSize: is.ring, TxSize: is.ring, FillSize: is.ring, CompletionSize: is.ring}
 }
 
 // bindBusyWindow is how long Start retries binding a socket to a queue that
@@ -172,78 +211,117 @@ func (e *Engine) setupAFXDP() error {
 // fail with EBUSY.
 var bindBusyWindow = time.Second
 
-// newSocket creates a socket, retrying for bindBusyWindow while the queue is
-// busy.
-func (e *Engine) newSocket(u *afxdp.UMEM, cfg afxdp.SocketConfig) (*afxdp.Socket, error) {
+// newSocket creates a socket with open (UMEM.NewSocket, or OpenSocket on
+// a running UMEM), retrying for bindBusyWindow while the queue is busy.
+func (e *Engine) newSocket(ctx context.Context, open func(afxdp.SocketConfig) (*afxdp.Socket, error),
+	cfg afxdp.SocketConfig) (*afxdp.Socket, error) {
 	deadline := time.Now().Add(bindBusyWindow)
 	for {
-		s, err := u.NewSocket(cfg)
+		s, err := open(cfg)
 		if err == nil || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 			return s, err
 		}
-		time.Sleep(5 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (queue busy: %v)", ctx.Err(), err)
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
 
-// attach attaches the steering program to interface i. With XDPAuto it
+// attach attaches the steering program to an interface. With XDPAuto it
 // tries native mode and falls back to generic mode itself, so that the
 // reason for the fallback is kept for Stats.
-func (e *Engine) attach(i int, ifc Interface) error {
-	is := &e.ifaces[i]
-	switch ifc.XDPMode {
+func (e *Engine) attach(is *ifaceState, mode afxdp.XDPMode) error {
+	attach := e.steering.Attach
+	if is.workload {
+		attach = e.steering.AttachWorkload
+	}
+	switch mode {
 	case afxdp.XDPDriver, afxdp.XDPGeneric:
-		a, err := e.steering.Attach(ifc.Name, ifc.XDPMode)
+		a, err := attach(is.name, mode)
 		if err != nil {
-			return fmt.Errorf("engine: interface %s: %w", ifc.Name, err)
+			return fmt.Errorf("engine: interface %s: %w", is.name, err)
 		}
-		is.attachment, is.xdpReason = a, ifc.XDPMode.String()+" mode requested"
+		is.attachment, is.xdpReason = a, mode.String()+" mode requested"
 		return nil
 	}
-	a, nerr := e.steering.Attach(ifc.Name, afxdp.XDPDriver)
+	a, nerr := attach(is.name, afxdp.XDPDriver)
 	if nerr == nil {
 		is.attachment, is.xdpReason = a, "native attach succeeded"
 		return nil
 	}
-	a, err := e.steering.Attach(ifc.Name, afxdp.XDPGeneric)
+	a, err := attach(is.name, afxdp.XDPGeneric)
 	if err != nil {
-		return fmt.Errorf("engine: interface %s: native: %v; generic: %w", ifc.Name, nerr, err)
+		return fmt.Errorf("engine: interface %s: native: %v; generic: %w", is.name, nerr, err)
 	}
 	is.attachment, is.xdpReason = a, "native attach failed: "+nerr.Error()
-	e.log.Warn("native XDP unavailable, steering in generic mode", "if", ifc.Name, "err", nerr)
+	e.log.Warn("native XDP unavailable, steering in generic mode", "if", is.name, "err", nerr)
 	return nil
 }
 
 func (e *Engine) setupAFPacket() error {
 	cfg := &e.cfg
-	var filter []unix.SockFilter
 	if cfg.steered() {
 		var err error
-		filter, err = packetFilter(steerSpec{pods: cfg.PodCIDRs, hosts: cfg.HostAddresses, node: cfg.NodeAddress,
-			ipip: true, vxlan: true, vxlanPort: cfg.VXLANPort})
-		if err != nil {
+		spec := steerSpec{pods: cfg.PodCIDRs, hosts: cfg.HostAddresses, node: cfg.NodeAddress,
+			ipip: true, vxlan: true, vxlanPort: cfg.VXLANPort}
+		if e.filter, err = packetFilter(spec); err != nil {
+			return fmt.Errorf("engine: %w", err)
+		}
+		spec.ipip, spec.vxlan = false, false
+		if e.workloadFilter, err = packetFilter(spec); err != nil {
 			return fmt.Errorf("engine: %w", err)
 		}
 	} else {
 		e.log.Warn("no pod CIDRs and no node address: the af_packet sockets take every frame")
 	}
 	for wi, q := range workerQueues(cfg) {
-		w := &worker{id: wi, queue: q}
+		w := newWorker(wi, q)
 		e.workers = append(e.workers, w)
 		pool, err := afpacket.NewPool(cfg.poolFrames(), frameSize, poolHeadroom)
 		if err != nil {
 			return fmt.Errorf("engine: worker %d: %w", wi, err)
 		}
 		w.pool = pool
-		for i, ifc := range cfg.Interfaces {
-			p, err := pool.Open(afpacket.Config{Interface: ifc.Name, Port: datapath.PortID(i), Filter: filter,
-				MaxBatch: cfg.BatchSize, Logger: cfg.Logger})
+		for _, is := range e.ifaces {
+			p, err := e.openPacketPort(w, is)
 			if err != nil {
-				return fmt.Errorf("engine: interface %s: %w", ifc.Name, err)
+				return err
 			}
-			w.pports = append(w.pports, p)
+			w.setPacketPort(is.port, p)
 		}
 	}
 	return nil
+}
+
+// The AF_PACKET receive ring: many small blocks rather than the package's
+// default 16 of 256 KiB. The kernel retires a block after 1 ms even if it
+// is nearly empty, so at a light load every block holds a millisecond of
+// traffic and the ring's depth in time is its block count: 16 blocks were
+// 16 ms, less than a worker on a busy two-core machine is sometimes
+// descheduled for (measured here: 0.4-0.9% of a 5,000 frames/s flow dropped). 128
+// blocks of 64 KiB (8 MiB) hold 128 ms at a light load and ~50,000
+// minimum-size frames at a heavy one.
+const (
+	packetBlockSize = 64 << 10
+	packetBlocks    = 128
+)
+
+// openPacketPort opens an AF_PACKET port for an interface on a worker's
+// pool (in the calling thread's namespace).
+func (e *Engine) openPacketPort(w *worker, is *ifaceState) (*afpacket.Port, error) {
+	filter := e.filter
+	if is.workload {
+		filter = e.workloadFilter
+	}
+	p, err := w.pool.Open(afpacket.Config{Interface: is.name, Port: is.port, Filter: filter,
+		BlockSize: packetBlockSize, Blocks: packetBlocks,
+		MaxBatch: e.cfg.BatchSize, Logger: e.cfg.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("engine: interface %s: %w", is.name, err)
+	}
+	return p, nil
 }
 
 // waitWorkers waits for every started worker loop to exit.
@@ -311,7 +389,12 @@ func (e *Engine) Stats() Stats {
 func (e *Engine) stats() Stats {
 	st := Stats{PortKind: e.cfg.PortKind}
 	for _, is := range e.ifaces {
-		s := InterfaceStats{Name: is.name, Ifindex: is.ifindex, MTU: is.mtu, XDPModeReason: is.xdpReason}
+		if is == nil {
+			continue
+		}
+		s := InterfaceStats{Name: is.name, Port: is.port, Ifindex: is.ifindex, MTU: is.mtu, Runtime: is.runtime,
+			Workload:      is.workload,
+			XDPModeReason: is.xdpReason}
 		if a := is.attachment; a != nil {
 			s.XDPMode = a.Mode()
 			if c, err := a.Stats(); err == nil {
@@ -323,17 +406,28 @@ func (e *Engine) stats() Stats {
 				}
 			}
 		}
+		if len(e.workers) > 0 {
+			if sk := e.workers[0].socket(is.port); sk != nil {
+				s.SocketMode, s.SocketModeReason = sk.Mode(), sk.ModeReason()
+			}
+		}
 		st.Interfaces = append(st.Interfaces, s)
 	}
 	running := false
 	for _, w := range e.workers {
 		for i, s := range w.sockets {
-			st.Ports = append(st.Ports, PortStats{Interface: e.ifaces[i].name, Port: datapath.PortID(i), Queue: w.queue,
+			if s == nil {
+				continue
+			}
+			st.Ports = append(st.Ports, PortStats{Interface: e.ifaceName(i), Port: datapath.PortID(i), Queue: w.queue,
 				Worker: w.id, SocketMode: s.Mode(), SocketModeReason: s.ModeReason(), TxBudget: s.TxBudget(),
 				XDP: s.Stats()})
 		}
 		for i, p := range w.pports {
-			st.Ports = append(st.Ports, PortStats{Interface: e.ifaces[i].name, Port: datapath.PortID(i), Queue: w.queue,
+			if p == nil {
+				continue
+			}
+			st.Ports = append(st.Ports, PortStats{Interface: e.ifaceName(i), Port: datapath.PortID(i), Queue: w.queue,
 				Worker: w.id, Packet: p.Stats()})
 		}
 		ws := WorkerStats{Queue: w.queue, Frames: w.frames(), Running: !w.stopped()}
@@ -356,6 +450,14 @@ func (e *Engine) stats() Stats {
 	return st
 }
 
+// ifaceName returns the name of the interface in slot i ("" if none).
+func (e *Engine) ifaceName(i int) string {
+	if i < len(e.ifaces) && e.ifaces[i] != nil {
+		return e.ifaces[i].name
+	}
+	return ""
+}
+
 // Close stops the workers (they drain: frames in flight are processed and
 // TX completions awaited), checks that every frame came back, detaches the
 // steering programs, closes the sockets and frees the frame memory, leaving
@@ -363,6 +465,8 @@ func (e *Engine) stats() Stats {
 // loop ended with, frames that leaked, and teardown errors. Calling it
 // again returns the same result.
 func (e *Engine) Close() error {
+	e.opMu.Lock()
+	defer e.opMu.Unlock()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.closed {

@@ -11,7 +11,9 @@ import (
 // were closed.
 type Stats struct {
 	PortKind PortKind
-	// Interfaces are in Config order (index = PortID).
+	// Interfaces are the attached interfaces in PortID order: those of
+	// Config.Interfaces (index = PortID) until AddInterface or
+	// RemoveInterface changed the set; InterfaceStats.Port is the PortID.
 	Interfaces []InterfaceStats
 	// Ports are the sockets, one per interface and worker.
 	Ports []PortStats
@@ -29,9 +31,14 @@ type Stats struct {
 
 // InterfaceStats describes one interface.
 type InterfaceStats struct {
-	Name    string
+	Name string
+	// Port is the interface's datapath.PortID.
+	Port    datapath.PortID
 	Ifindex int
 	MTU     int
+	// Runtime is true for an interface added by AddInterface, Workload
+	// for one facing workloads (Interface.Workload).
+	Runtime, Workload bool
 	// XDPMode is the steering program's attach mode (AF_XDP only:
 	// XDPDriver or XDPGeneric) and XDPModeReason why.
 	XDPMode       afxdp.XDPMode
@@ -39,6 +46,10 @@ type InterfaceStats struct {
 	// Steering counts the steering program's decisions on this interface
 	// (AF_XDP only).
 	Steering SteeringStats
+	// SocketMode and SocketModeReason are the AF_XDP bind mode of the
+	// interface's socket on the first worker, and why (AF_XDP only).
+	SocketMode       afxdp.Mode
+	SocketModeReason string
 }
 
 // SteeringStats are the XDP steering program's per-decision counters for

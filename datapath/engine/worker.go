@@ -18,20 +18,24 @@ import (
 // worker is the dataplane of one queue: its frame memory, one socket per
 // interface bound to that queue, and the pipeline. Between setup and the
 // start of its loop, and again after the loop stopped, it is owned by the
-// engine's setup/teardown code; in between by its loop goroutine.
+// engine's setup/teardown code; in between by its loop goroutine, and the
+// engine changes its ports only through ctl (functions the loop runs
+// between batches).
 type worker struct {
 	id    int
 	queue int
 
-	// AF_XDP: one UMEM shared by the sockets (index = PortID).
+	// AF_XDP: one UMEM shared by the sockets (index = PortID, nil: none).
+	// The lists are the engine's bookkeeping (guarded by Engine.mu for
+	// Stats); the loop reaches the ports through dp and its PortSet.
 	umem    *afxdp.UMEM
 	sockets []*afxdp.Socket
 	// AF_PACKET: one pool shared by the ports (index = PortID).
 	pool   *afpacket.Pool
 	pports []*afpacket.Port
 
-	dp   *datapath.Worker
-	poll []afxdp.Pollable
+	dp  *datapath.Worker
+	ctl *afxdp.Control
 
 	// Set by the loop goroutine before done is closed.
 	done chan struct{}
@@ -39,40 +43,97 @@ type worker struct {
 	err  error
 }
 
-// ports returns the worker's ports as datapath.Ports, in PortID order.
-func (w *worker) ports() []datapath.Port {
+func newWorker(id, queue int) *worker {
+	return &worker{id: id, queue: queue, ctl: afxdp.NewControl()}
+}
+
+// setSocket records the socket of slot port.
+func (w *worker) setSocket(port datapath.PortID, s *afxdp.Socket) {
+	for int(port) >= len(w.sockets) {
+		w.sockets = append(w.sockets, nil)
+	}
+	w.sockets[port] = s
+}
+
+// setPacketPort records the AF_PACKET port of slot port.
+func (w *worker) setPacketPort(port datapath.PortID, p *afpacket.Port) {
+	for int(port) >= len(w.pports) {
+		w.pports = append(w.pports, nil)
+	}
+	w.pports[port] = p
+}
+
+// socket returns the socket of slot port (nil: none).
+func (w *worker) socket(port datapath.PortID) *afxdp.Socket {
+	if int(port) < len(w.sockets) {
+		return w.sockets[port]
+	}
+	return nil
+}
+
+// packetPort returns the AF_PACKET port of slot port (nil: none).
+func (w *worker) packetPort(port datapath.PortID) *afpacket.Port {
+	if int(port) < len(w.pports) {
+		return w.pports[port]
+	}
+	return nil
+}
+
+// ports returns the worker's ports as datapath.Ports by PortID (nil: an
+// empty slot) and as pollables.
+func (w *worker) ports() ([]datapath.Port, []afxdp.Pollable) {
 	var out []datapath.Port
+	var poll []afxdp.Pollable
 	for _, s := range w.sockets {
+		if s == nil {
+			out = append(out, nil) // a nil interface, not a nil *Socket
+			continue
+		}
 		out = append(out, s)
+		poll = append(poll, s)
 	}
 	for _, p := range w.pports {
+		if p == nil {
+			out = append(out, nil)
+			continue
+		}
 		out = append(out, p)
+		poll = append(poll, p)
 	}
-	return out
+	return out, poll
 }
 
 // start builds the pipeline over the worker's ports and starts its loop.
 func (w *worker) start(ctx context.Context, cfg *Config) error {
-	dp, err := datapath.NewWorker(cfg.Tables, datapath.WorkerConfig{Ports: w.ports(), BatchSize: cfg.BatchSize})
+	ports, poll := w.ports()
+	dp, err := datapath.NewWorker(cfg.Tables, datapath.WorkerConfig{Ports: ports, BatchSize: cfg.BatchSize})
 	if err != nil {
 		return fmt.Errorf("worker %d: %w", w.id, err)
 	}
 	w.dp = dp
-	for _, s := range w.sockets {
-		w.poll = append(w.poll, s)
-	}
-	for _, p := range w.pports {
-		w.poll = append(w.poll, p)
-	}
 	w.done = make(chan struct{})
-	go w.run(ctx, cfg)
+	go w.run(ctx, cfg, poll)
 	return nil
+}
+
+// exec runs fn on the worker's loop goroutine between batches. If the loop
+// has stopped, the engine owns the worker: fn runs on the caller's
+// goroutine, with a nil PortSet, once the loop goroutine is gone.
+func (w *worker) exec(fn func(ps *afxdp.PortSet) error) error {
+	err := w.ctl.Do(fn)
+	if errors.Is(err, afxdp.ErrLoopStopped) {
+		if w.done != nil {
+			<-w.done
+		}
+		return fn(nil)
+	}
+	return err
 }
 
 // run is the worker goroutine: afxdp.Run locks it to an OS thread and
 // drains on stop, so every frame is back with its UMEM or pool when it
 // returns.
-func (w *worker) run(ctx context.Context, cfg *Config) {
+func (w *worker) run(ctx context.Context, cfg *Config, poll []afxdp.Pollable) {
 	defer close(w.done)
 	if w.id < len(cfg.WorkerCPUs) && cfg.WorkerCPUs[w.id] >= 0 {
 		cpu := cfg.WorkerCPUs[w.id]
@@ -112,7 +173,7 @@ func (w *worker) run(ctx context.Context, cfg *Config) {
 		}
 		return n
 	}
-	w.loop, w.err = afxdp.Run(ctx, afxdp.LoopConfig{Ports: w.poll, Mode: cfg.PollMode}, batch)
+	w.loop, w.err = afxdp.Run(ctx, afxdp.LoopConfig{Ports: poll, Control: w.ctl, Mode: cfg.PollMode}, batch)
 	if w.err != nil {
 		cfg.Logger.Error("worker loop ended", "worker", w.id, "queue", w.queue, "err", w.err)
 	}
@@ -185,7 +246,9 @@ func (w *worker) checkDrained() error {
 func (w *worker) close() error {
 	var errs []error
 	for _, s := range w.sockets {
-		errs = append(errs, s.Close())
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
 	}
 	if w.umem != nil {
 		if c := w.umem.Counts(); c.Free != c.Total {
@@ -195,7 +258,9 @@ func (w *worker) close() error {
 		errs = append(errs, w.umem.Close())
 	}
 	for _, p := range w.pports {
-		errs = append(errs, p.Close())
+		if p != nil {
+			errs = append(errs, p.Close())
+		}
 	}
 	if w.pool != nil {
 		if free, n := w.pool.FreeFrames(), w.pool.Frames(); free != n {

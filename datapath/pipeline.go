@@ -458,7 +458,11 @@ func (w *Worker) decap(snap *Snapshot, f *Frame, s *slot) {
 		c.inc(cDecapIPIP)
 		s.decapped = EncapIPIP
 	case s.p.Proto == header.ProtoUDP && s.p.DstPort == snap.Node.VXLANPort && snap.Node.DecapVXLAN && !s.p.Fragment:
-		off, n, v = encap.VXLANDecap(f.Buf, f.Off, f.Len, snap.Node.VNI)
+		if snap.Node.VerifyVXLANChecksum {
+			off, n, v = encap.VXLANDecap(f.Buf, f.Off, f.Len, snap.Node.VNI)
+		} else {
+			off, n, v = encap.VXLANDecapNoChecksum(f.Buf, f.Off, f.Len, snap.Node.VNI)
+		}
 		if v != encap.OK && v != encap.OKUnusualECN {
 			s.drop = dropForDecap(v)
 			return

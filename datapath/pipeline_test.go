@@ -434,6 +434,40 @@ func TestDecapToLocalPod(t *testing.T) {
 	}
 }
 
+// TestDecapPartialUDPChecksum: a VXLAN frame whose outer UDP checksum was
+// left for offload (the pseudo-header sum only, as a Linux VXLAN device's
+// frames arrive over a veth) is decapsulated by default and dropped when
+// the node verifies VXLAN checksums.
+func TestDecapPartialUDPChecksum(t *testing.T) {
+	inner := buildPacket(t, pktSpec{src: "10.244.2.9", dst: "10.244.1.5", sport: 1, dport: 2, payload: 40, ttl: 63})
+	frame := encapFrame(t, inner, EncapVXLAN, 4096)
+	ip := frame[14:34]
+	udpLen := len(frame) - 34
+	s := header.PseudoHeaderChecksumIPv4(header.ProtoUDP, [4]byte(ip[12:16]), [4]byte(ip[16:20]), uint16(udpLen))
+	partial := ^header.Checksum(nil, s) // what CHECKSUM_PARTIAL leaves in the field
+	frame[34+6], frame[34+7] = byte(^partial>>8), byte(^partial)
+	if header.Checksum(frame[34:], s) == 0xffff {
+		t.Fatal("test frame has a valid checksum")
+	}
+
+	n := newTestNode(t)
+	only(t, n.run(portUplink, append([]byte(nil), frame...)), portPods)
+	if c := n.w.Counters(); c.DecapVXLAN != 1 {
+		t.Fatalf("default: counters %+v", c)
+	}
+
+	v := newTestNode(t)
+	cfg := v.tables.Load().Node
+	cfg.VerifyVXLANChecksum = true
+	if err := v.tables.SetNode(cfg); err != nil {
+		t.Fatal(err)
+	}
+	v.run(portUplink, frame)
+	if c := v.w.Counters(); c.Drops[DropBadTunnel] != 1 || c.TxPackets != 0 {
+		t.Fatalf("verifying: counters %+v", c)
+	}
+}
+
 func TestDecapWrongVNIDropped(t *testing.T) {
 	n := newTestNode(t)
 	inner := buildPacket(t, pktSpec{src: "10.244.2.9", dst: "10.244.1.5", payload: 40})

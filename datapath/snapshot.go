@@ -113,6 +113,12 @@ type NodeConfig struct {
 	HostPort PortID
 	// DecapIPIP and DecapVXLAN enable decapsulation.
 	DecapIPIP, DecapVXLAN bool
+	// VerifyVXLANChecksum drops VXLAN packets whose non-zero outer UDP
+	// checksum is wrong. Off by default: RFC 7348 leaves the check to the
+	// receiver, and over veth or virtio uplinks senders hand frames over
+	// with the checksum left for offload, which AF_XDP cannot see (see
+	// encap.VXLANDecapNoChecksum). Turn it on for NIC uplinks only.
+	VerifyVXLANChecksum bool
 	// EnforcePolicy turns the policy stage on. With it on, a snapshot
 	// without a compiled policy denies every forwarded packet (fail
 	// closed); with it off, the stage is skipped (routing only, as in

@@ -320,9 +320,18 @@ func TestVXLANDecapVerdicts(t *testing.T) {
 				off, n = c.mod(buf, off, n)
 			}
 			before := append([]byte(nil), buf...)
+			nb := append([]byte(nil), buf...)
 			iOff, iLen, v := encap.VXLANDecap(buf, off, n, c.vni)
 			if v != c.want {
 				t.Fatalf("verdict %v, want %v", v, c.want)
+			}
+			// Without the checksum check, only the checksum case passes.
+			want := c.want
+			if want == encap.DropBadUDPChecksum {
+				want = encap.OK
+			}
+			if _, _, nv := encap.VXLANDecapNoChecksum(nb, off, n, c.vni); nv != want {
+				t.Fatalf("VXLANDecapNoChecksum: verdict %v, want %v", nv, want)
 			}
 			if !v.IsOK() {
 				if !bytes.Equal(buf, before) {

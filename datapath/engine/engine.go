@@ -211,6 +211,10 @@ func (is *ifaceState) socketConfig(queue int) afxdp.SocketConfig {
 // fail with EBUSY.
 var bindBusyWindow = time.Second
 
+// attachBusyWindow is how long attaching the steering program retries
+// while the interface still holds the XDP link of a process that exited.
+var attachBusyWindow = 3 * time.Second
+
 // newSocket creates a socket with open (UMEM.NewSocket, or OpenSocket on
 // a running UMEM), retrying for bindBusyWindow while the queue is busy.
 func (e *Engine) newSocket(ctx context.Context, open func(afxdp.SocketConfig) (*afxdp.Socket, error),
@@ -233,9 +237,27 @@ func (e *Engine) newSocket(ctx context.Context, open func(afxdp.SocketConfig) (*
 // tries native mode and falls back to generic mode itself, so that the
 // reason for the fallback is kept for Stats.
 func (e *Engine) attach(is *ifaceState, mode afxdp.XDPMode) error {
-	attach := e.steering.Attach
+	attachOnce := e.steering.Attach
 	if is.workload {
-		attach = e.steering.AttachWorkload
+		attachOnce = e.steering.AttachWorkload
+	}
+	// An XDP link of a process that just died (an agent killed and
+	// restarted) is released asynchronously, after its files are closed
+	// by a kernel work queue: until then the attach fails with EBUSY
+	// (native) or EEXIST (generic). Retry for attachBusyWindow.
+	attach := func(name string, mode afxdp.XDPMode) (*afxdp.Attachment, error) {
+		deadline := time.Now().Add(attachBusyWindow)
+		for {
+			a, err := attachOnce(name, mode)
+			if err == nil || !(errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST)) || time.Now().After(deadline) {
+				if err != nil && (errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST)) {
+					err = fmt.Errorf("%w (another XDP program stayed attached for %s: is another tabby agent running on this node? see `ip link show %s`)",
+						err, attachBusyWindow, name)
+				}
+				return a, err
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	switch mode {
 	case afxdp.XDPDriver, afxdp.XDPGeneric:

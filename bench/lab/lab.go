@@ -158,6 +158,11 @@ func (c *Config) NodeDataplane(i int) string {
 	return dps[i%len(dps)]
 }
 
+// Mixed reports whether the lab has both kernel and afxdp nodes.
+func (c *Config) Mixed() bool {
+	return strings.Contains(c.Dataplane, "kernel") && strings.Contains(c.Dataplane, "afxdp")
+}
+
 // kernelIPIP reports whether a kernel-dataplane node would need the
 // kernel's IP-in-IP device.
 func (c *Config) kernelIPIP() bool {

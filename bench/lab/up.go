@@ -535,6 +535,11 @@ func agentEnv(cfg Config, nd *Node, dir string) []string {
 	case "vxlan-crosssubnet":
 		env["IPV4POOL_VXLAN"] = "CrossSubnet"
 	}
+	if nd.Dataplane == "kernel" && cfg.Mixed() {
+		// Veths everywhere: a kernel pod's offloaded checksum would
+		// reach an afxdp node's pod uncompleted (see podChecksumOffload).
+		env["POD_CHECKSUM_OFFLOAD"] = "off"
+	}
 	var out []string
 	for k, v := range env {
 		out = append(out, agent.EnvPrefix+k+"="+v)

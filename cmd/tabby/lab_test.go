@@ -51,20 +51,19 @@ var labCases = []labCase{
 	{name: "kernel-vxlan-crosssubnet", dataplane: "kernel", encap: "vxlan-crosssubnet", nodes: 3,
 		checks: "matrix,policy,mtu,iperf3"},
 	{name: "kernel-none-bird", dataplane: "kernel", encap: "none", nodes: 3, checks: "all"},
-	// The afxdp and mixed cases need the agent to attach pod interfaces to
-	// the engine at runtime (branch "ports"); add them to labRunning when
-	// it lands. mixed: n1, n3 kernel on subnet 1, n2, n4 afxdp on subnet 2,
+	// mixed: n1, n3 kernel on subnet 1, n2, n4 afxdp on subnet 2,
 	// so the kernel's VXLAN device is the peer of Tabby's encap, and
 	// iperf3 compares the two dataplanes in one run.
 	{name: "afxdp-vxlan", dataplane: "afxdp", encap: "vxlan", nodes: 3, checks: "all", cycles: 100},
-	{name: "mixed-vxlan", dataplane: "kernel,afxdp", encap: "vxlan", nodes: 4, checks: "all", cycles: 100},
+	{name: "mixed-vxlan", dataplane: "kernel,afxdp", encap: "vxlan", nodes: 4, checks: "all"},
 	{name: "afxdp-ipip", dataplane: "afxdp", encap: "ipip", nodes: 3, checks: "matrix,policy,mtu,iperf3"},
 	{name: "mixed-none-bird", dataplane: "kernel,afxdp", encap: "none", nodes: 4, checks: "all"},
 }
 
 // labRunning are the cases TestLab runs; TABBY_LAB_CASES (comma-separated
 // names, or "all") replaces it, e.g. to try the afxdp cases by hand.
-var labRunning = []string{"kernel-vxlan", "kernel-vxlan-crosssubnet", "kernel-none-bird"}
+var labRunning = []string{"kernel-vxlan", "kernel-vxlan-crosssubnet", "kernel-none-bird", "afxdp-vxlan", "mixed-vxlan",
+	"afxdp-ipip", "mixed-none-bird"}
 
 // TestLab is the e2e suite: for each running case a lab comes up (agents as
 // processes, pods through the CNI plugin, two subnets), `lab check` runs the

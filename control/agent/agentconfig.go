@@ -24,6 +24,8 @@ type AgentConfigurationSpec struct {
 	Interfaces          []string `json:"interfaces,omitempty"`
 	XDPMode             string   `json:"xdpMode,omitempty"`
 	PollMode            string   `json:"pollMode,omitempty"`
+	MaxPods             int      `json:"maxPods,omitempty"`
+	PodChecksumOffload  string   `json:"podChecksumOffload,omitempty"`
 	NodeAddress         string   `json:"nodeAddress,omitempty"`
 	IPv4PoolCIDR        string   `json:"ipv4PoolCIDR,omitempty"`
 	IPv4PoolBlockSize   int      `json:"ipv4PoolBlockSize,omitempty"`

@@ -331,7 +331,13 @@ func (a *Agent) AddEndpoint(ctx context.Context, req EndpointRequest) (EndpointR
 	a.log.Info("endpoint added", "endpoint", KeyOfObject(wep).String(), "container", handle, "ips", wep.Spec.IPNetworks,
 		"interface", wep.Spec.InterfaceName, "policy_generation", gen)
 	resp := endpointResponse(wep, gen)
-	_, resp.DisableTxChecksumOffload = a.dp.(portManager)
+	switch a.cfg.PodChecksumOffload {
+	case "off":
+		resp.DisableTxChecksumOffload = true
+	case "on":
+	default:
+		_, resp.DisableTxChecksumOffload = a.dp.(portManager)
+	}
 	return resp, nil
 }
 

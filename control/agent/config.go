@@ -47,6 +47,14 @@ type Config struct {
 	// (1.25 MiB each); a pod beyond it fails its CNI ADD (default 110,
 	// kubelet's default).
 	MaxPods int
+	// PodChecksumOffload is whether pods keep TX checksum offload on
+	// their eth0: "auto" (default: off with the afxdp dataplane, which
+	// needs complete checksums, on with the kernel's), "on" or "off". Turn
+	// it off on kernel nodes whose pods talk to afxdp nodes over veth or
+	// virtio links (labs, nested VMs): there the partial checksums of
+	// offloaded packets reach the afxdp node uncompleted and its pods drop
+	// them. With NICs between the nodes the NIC completes them.
+	PodChecksumOffload string
 	// NodeAddress is the node's underlay address with its prefix length;
 	// invalid means autodetect (the first global IPv4 address of the first
 	// interface).
@@ -121,22 +129,23 @@ const (
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		NodeName:          strings.ToLower(host),
-		Datastore:         DatastoreConfig{Type: "etcd"},
-		StateDir:          DefaultStateDir,
-		Dataplane:         "afxdp",
-		XDPMode:           afxdp.XDPAuto,
-		PollMode:          afxdp.PollAdaptive,
-		HealthListen:      DefaultHealthListen,
-		MetricsListen:     DefaultMetricsListen,
-		CNISocket:         DefaultCNISocket,
-		LogLevel:          slog.LevelInfo,
-		LogFormat:         "text",
-		Debounce:          DefaultDebounce,
-		IPAMGCInterval:    DefaultIPAMGCInterval,
-		IPAMGCGracePeriod: DefaultIPAMGCGracePeriod,
-		MaxPods:           DefaultMaxPods,
-		Sources:           map[string]string{},
+		NodeName:           strings.ToLower(host),
+		Datastore:          DatastoreConfig{Type: "etcd"},
+		StateDir:           DefaultStateDir,
+		Dataplane:          "afxdp",
+		XDPMode:            afxdp.XDPAuto,
+		PollMode:           afxdp.PollAdaptive,
+		HealthListen:       DefaultHealthListen,
+		MetricsListen:      DefaultMetricsListen,
+		CNISocket:          DefaultCNISocket,
+		LogLevel:           slog.LevelInfo,
+		LogFormat:          "text",
+		Debounce:           DefaultDebounce,
+		IPAMGCInterval:     DefaultIPAMGCInterval,
+		IPAMGCGracePeriod:  DefaultIPAMGCGracePeriod,
+		MaxPods:            DefaultMaxPods,
+		PodChecksumOffload: "auto",
+		Sources:            map[string]string{},
 	}
 }
 

@@ -233,6 +233,15 @@ var configKeys = []configKey{
 			c.MaxPods = n
 			return nil
 		}},
+	{name: "podChecksumOffload", env: "POD_CHECKSUM_OFFLOAD",
+		usage: "pods' TX checksum offload: auto (off with afxdp), on or off (off on kernel nodes next to afxdp nodes over veths)",
+		set: func(c *Config, v string) error {
+			if err := oneOf(v, "auto", "on", "off"); err != nil {
+				return err
+			}
+			c.PodChecksumOffload = v
+			return nil
+		}},
 	{name: "nodeAddress", env: "IP", usage: "node address with prefix length (default: autodetect)",
 		set: func(c *Config, v string) error {
 			if v == "" || v == "autodetect" {

@@ -63,6 +63,8 @@
 //	interfaces           TABBY_INTERFACES         required for afxdp; uplink first
 //	xdpMode              TABBY_XDP_MODE           auto (native, generic)
 //	pollMode             TABBY_POLL_MODE          adaptive (busy, interrupt)
+//	maxPods              TABBY_MAX_PODS           110 (afxdp: pods' veths the engine serves)
+//	podChecksumOffload   TABBY_POD_CHECKSUM_OFFLOAD  auto (off with afxdp; on, off)
 //	maxPods              TABBY_MAX_PODS           110 (afxdp: sizes the engine's frame memory)
 //	nodeAddress          TABBY_IP                 first IPv4 address of the uplink
 //	ipv4PoolCIDR         TABBY_IPV4POOL_CIDR      none (ipv4PoolBlockSize, ipv4PoolIPIP,

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -215,6 +217,39 @@ func (d *kernelDataplane) setPolicy(_ *acl.Compiled, state func() *acl.State) er
 func (d *kernelDataplane) counters() (datapath.Counters, bool) { return datapath.Counters{}, false }
 func (d *kernelDataplane) err() error                          { return nil }
 func (d *kernelDataplane) close() error                        { return nil }
+
+// forwardingSysctl is one sysctl a kernel-dataplane node needs.
+type forwardingSysctl struct{ key, value string }
+
+// enableForwarding sets, in namespace h, what a node that forwards pods'
+// traffic in the kernel needs (as Felix does): net.ipv4.ip_forward=1, and
+// net.ipv6.conf.all.forwarding=1 when ipv6 (an IPv6 pool exists). procSys
+// is the sysctl tree (/proc/sys). It logs what it changed and returns an
+// error naming the sysctl it could not read or set.
+func enableForwarding(h netns.NsHandle, procSys string, ipv6 bool, log *slog.Logger) error {
+	want := []forwardingSysctl{{"net.ipv4.ip_forward", "1"}}
+	if ipv6 {
+		want = append(want, forwardingSysctl{"net.ipv6.conf.all.forwarding", "1"})
+	}
+	return inNetns(h, func() error {
+		for _, s := range want {
+			path := filepath.Join(procSys, strings.ReplaceAll(s.key, ".", "/"))
+			cur, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("sysctl %s: %w", s.key, err)
+			}
+			old := strings.TrimSpace(string(cur))
+			if old == s.value {
+				continue
+			}
+			if err := os.WriteFile(path, []byte(s.value), 0o644); err != nil {
+				return fmt.Errorf("sysctl %s=%s: %w", s.key, s.value, err)
+			}
+			log.Info("sysctl set for kernel forwarding", "sysctl", s.key, "old", old, "new", s.value)
+		}
+		return nil
+	})
+}
 
 // validNetns reports whether h names a namespace (0 and -1 mean "the
 // calling thread's").

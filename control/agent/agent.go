@@ -248,7 +248,15 @@ func (a *Agent) startDataplane(ctx context.Context, nodeAddr netip.Prefix, hostA
 		return nil
 	}
 	if a.cfg.Dataplane == "kernel" {
-		a.dp = newKernelDataplane(a.opts.Netns, a.cfg.NodeName, a.log.With("component", "dataplane"))
+		log := a.log.With("component", "dataplane")
+		ipv6 := false
+		for _, p := range pools {
+			ipv6 = ipv6 || p.Prefix().Addr().Is6()
+		}
+		if err := enableForwarding(a.opts.Netns, "/proc/sys", ipv6, log); err != nil {
+			return fmt.Errorf("kernel dataplane: %w", err)
+		}
+		a.dp = newKernelDataplane(a.opts.Netns, a.cfg.NodeName, log)
 		return nil
 	}
 	s := dataplaneSetup{cfg: &a.cfg, netns: a.opts.Netns, nodeAddr: nodeAddr, hostAddrs: hostAddrs,

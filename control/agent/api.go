@@ -38,10 +38,21 @@ type EndpointRequest struct {
 	InterfaceName string `json:"interfaceName,omitempty"`
 	MAC           string `json:"mac,omitempty"`
 	// Labels are the pod's labels (what policy selectors match).
+	//
+	// A repeated ADD (same containerID, so the same endpoint) keeps what
+	// an orchestrator owns on the stored WorkloadEndpoint unless the
+	// request carries it: the labels unless Labels is non-empty, the
+	// named ports unless Ports is non-empty, the service account unless
+	// ServiceAccount is set, and always the annotations. The CNI plugin
+	// sends none of them, and runtimes retry ADD, so a retry must not
+	// wipe the labels an orchestrator wrote onto the endpoint (etcd
+	// datastore). A first ADD, or an ADD of another container under the
+	// same endpoint name, stores the request as it is.
 	Labels map[string]string `json:"labels,omitempty"`
-	// Ports are named container ports.
+	// Ports are named container ports (see Labels for a repeated ADD).
 	Ports []resources.EndpointPort `json:"ports,omitempty"`
-	// ServiceAccount is the pod's service account.
+	// ServiceAccount is the pod's service account (see Labels for a
+	// repeated ADD).
 	ServiceAccount string `json:"serviceAccount,omitempty"`
 	// IPv4 and IPv6 are how many addresses of each family to assign
 	// (both zero: one IPv4 address). Pools4 and Pools6 restrict the
@@ -293,11 +304,16 @@ func (a *Agent) AddEndpoint(ctx context.Context, req EndpointRequest) (EndpointR
 		return EndpointResponse{}, err
 	}
 	if a.epFile != nil {
-		err = a.epFile.update(func(m map[string]*WorkloadEndpoint) { m[req.ContainerID] = wep })
+		err = a.epFile.update(func(m map[string]*WorkloadEndpoint) {
+			if cur := m[req.ContainerID]; cur != nil && KeyOfObject(cur) == KeyOfObject(wep) {
+				keepOrchestratorFields(wep, cur, req)
+			}
+			m[req.ContainerID] = wep
+		})
 	} else {
-		var stored Object
-		if stored, _, err = a.store.Apply(ctx, wep); err == nil {
-			wep = stored.(*WorkloadEndpoint)
+		var stored *WorkloadEndpoint
+		if stored, err = a.registerEndpoint(ctx, wep, req); err == nil {
+			wep = stored
 		}
 	}
 	if err != nil {
@@ -339,6 +355,62 @@ func (a *Agent) AddEndpoint(ctx context.Context, req EndpointRequest) (EndpointR
 		_, resp.DisableTxChecksumOffload = a.dp.(portManager)
 	}
 	return resp, nil
+}
+
+// registerEndpoint stores wep in the object store: created, or replacing
+// the stored endpoint of the same name. When the stored one belongs to the
+// same container (a repeated ADD), what an orchestrator owns is kept (see
+// EndpointRequest.Labels), compare-and-swap on the revision read, so that
+// a concurrent relabel is not lost either.
+func (a *Agent) registerEndpoint(ctx context.Context, wep *WorkloadEndpoint, req EndpointRequest) (*WorkloadEndpoint, error) {
+	key := KeyOfObject(wep)
+	for range 5 {
+		w := *wep
+		cur, err := a.store.Get(ctx, key)
+		if datastore.IsNotFound(err) {
+			out, err := a.store.Create(ctx, &w)
+			if datastore.IsAlreadyExists(err) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			return out.(*WorkloadEndpoint), nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if c, ok := cur.(*WorkloadEndpoint); ok && c.Spec.ContainerID == w.Spec.ContainerID && c.Spec.Node == w.Spec.Node {
+			keepOrchestratorFields(&w, c, req)
+		}
+		m, cm := w.Meta(), cur.Meta()
+		m.ResourceVersion, m.UID, m.CreationTimestamp = cm.ResourceVersion, cm.UID, cm.CreationTimestamp
+		out, err := a.store.Update(ctx, &w)
+		if datastore.IsConflict(err) || datastore.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return out.(*WorkloadEndpoint), nil
+	}
+	return nil, fmt.Errorf("%s: too many conflicting updates", key)
+}
+
+// keepOrchestratorFields copies into w, the endpoint a repeated ADD
+// registers, what an orchestrator owns on the stored endpoint and req does
+// not carry (see EndpointRequest.Labels).
+func keepOrchestratorFields(w, stored *WorkloadEndpoint, req EndpointRequest) {
+	if len(req.Labels) == 0 {
+		w.Labels = stored.Labels
+	}
+	w.Annotations = stored.Annotations
+	if len(req.Ports) == 0 {
+		w.Spec.Ports = stored.Spec.Ports
+	}
+	if req.ServiceAccount == "" {
+		w.Spec.ServiceAccountName = stored.Spec.ServiceAccountName
+	}
 }
 
 // endpointReachable reports why a local endpoint is not reachable through

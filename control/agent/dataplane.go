@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -229,9 +231,88 @@ func (d *kernelDataplane) setPolicy(_ *acl.Compiled, state func() *acl.State) er
 	})
 }
 
+// conntrackCleaner is a dataplane whose forwarding keeps connection
+// tracking state of pods' flows that outlives a deleted pod: the
+// reconciler deletes the entries of a removed local endpoint's addresses,
+// so that a pod that reuses an address does not inherit its flows.
+type conntrackCleaner interface {
+	// deleteConntrack deletes the entries with one of addrs (all of one
+	// family, v6 or not) as original source, original destination or
+	// reply source (a flow DNATed to the address), and returns how many
+	// it deleted.
+	deleteConntrack(v6 bool, addrs []netip.Addr) (uint, error)
+}
+
+// deleteConntrack deletes kernel conntrack entries in the dataplane's
+// namespace (Felix's conntrack --delete --orig-src/--orig-dst/--reply-src).
+// The table is dumped once per call, whatever the number of addresses.
+func (d *kernelDataplane) deleteConntrack(v6 bool, addrs []netip.Addr) (uint, error) {
+	if len(addrs) == 0 {
+		return 0, nil
+	}
+	fam := netlink.InetFamily(netlink.FAMILY_V4)
+	if v6 {
+		fam = netlink.FAMILY_V6
+	}
+	var filters []netlink.CustomConntrackFilter
+	for _, ip := range addrs {
+		for _, ft := range []netlink.ConntrackFilterType{netlink.ConntrackOrigSrcIP, netlink.ConntrackOrigDstIP,
+			netlink.ConntrackReplySrcIP} {
+			f := &netlink.ConntrackFilter{}
+			if err := f.AddIP(ft, ip.AsSlice()); err != nil {
+				return 0, fmt.Errorf("conntrack filter for %s: %w", ip, err)
+			}
+			filters = append(filters, f)
+		}
+	}
+	nl, err := netlinkHandle(d.netns)
+	if err != nil {
+		return 0, err
+	}
+	defer nl.Close()
+	n, err := nl.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filters...)
+	if err != nil {
+		return n, fmt.Errorf("delete conntrack entries of %v: %w", addrs, err)
+	}
+	return n, nil
+}
+
 func (d *kernelDataplane) counters() (datapath.Counters, bool) { return datapath.Counters{}, false }
 func (d *kernelDataplane) err() error                          { return nil }
 func (d *kernelDataplane) close() error                        { return nil }
+
+// forwardingSysctl is one sysctl a kernel-dataplane node needs.
+type forwardingSysctl struct{ key, value string }
+
+// enableForwarding sets, in namespace h, what a node that forwards pods'
+// traffic in the kernel needs (as Felix does): net.ipv4.ip_forward=1, and
+// net.ipv6.conf.all.forwarding=1 when ipv6 (an IPv6 pool exists). procSys
+// is the sysctl tree (/proc/sys). It logs what it changed and returns an
+// error naming the sysctl it could not read or set.
+func enableForwarding(h netns.NsHandle, procSys string, ipv6 bool, log *slog.Logger) error {
+	want := []forwardingSysctl{{"net.ipv4.ip_forward", "1"}}
+	if ipv6 {
+		want = append(want, forwardingSysctl{"net.ipv6.conf.all.forwarding", "1"})
+	}
+	return inNetns(h, func() error {
+		for _, s := range want {
+			path := filepath.Join(procSys, strings.ReplaceAll(s.key, ".", "/"))
+			cur, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("sysctl %s: %w", s.key, err)
+			}
+			old := strings.TrimSpace(string(cur))
+			if old == s.value {
+				continue
+			}
+			if err := os.WriteFile(path, []byte(s.value), 0o644); err != nil {
+				return fmt.Errorf("sysctl %s=%s: %w", s.key, s.value, err)
+			}
+			log.Info("sysctl set for kernel forwarding", "sysctl", s.key, "old", old, "new", s.value)
+		}
+		return nil
+	})
+}
 
 // validNetns reports whether h names a namespace (0 and -1 mean "the
 // calling thread's").

@@ -146,6 +146,12 @@
 // A repeated POST for the same containerID returns the addresses it already
 // has. The endpoint is stored as a WorkloadEndpoint named
 // "<node>-k8s-<pod>-<endpoint>" (or "<node>-cni-<hash>" without a pod).
+// A repeated POST keeps what an orchestrator owns on the stored endpoint
+// of the same container unless the request carries it: labels (unless
+// "labels" is non-empty), ports, service account, and always annotations
+// (see EndpointRequest.Labels). The CNI plugin sends no labels and
+// runtimes retry ADD, so a retry does not wipe labels an orchestrator set
+// on the WorkloadEndpoint (etcd datastore).
 //
 // DELETE /v1/endpoints/{containerID} removes the container's endpoints,
 // then releases its addresses; deleting what does not exist succeeds.
@@ -185,6 +191,30 @@
 // goes to the engine. A CNI plugin maps not_ready and
 // unavailable to CNI error 11 (try again later).
 //
+// # Pods on the kernel dataplane
+//
+// At start the kernel dataplane sets net.ipv4.ip_forward=1, and
+// net.ipv6.conf.all.forwarding=1 when an IPv6 pool exists, in its
+// namespace (as Felix does): each change is logged, and a sysctl that
+// cannot be set fails the start naming it. An IPv6 pool created later
+// does not turn IPv6 forwarding on before the next start.
+//
+// When a local endpoint is removed (DELETE, a datastore deletion, or an
+// update that drops some of its addresses), the reconciler's next flush,
+// after the policy and routes no longer name it, deletes the kernel
+// conntrack entries of those addresses in the dataplane's namespace:
+// those whose original source, original destination or reply source (a
+// flow DNATed to the pod) is one of them, IPv4 and IPv6 (netlink, one table
+// dump per family). A pod that reuses the address thus inherits no flow.
+// DELETE replies after it, before the addresses are released. Deleted
+// entries are counted in tabby_dataplane_conntrack_deleted_total{family}
+// and logged at debug; a failure is logged, counted in
+// tabby_dataplane_conntrack_delete_errors_total and not retried (the
+// entries then expire by the kernel's timeouts). The afxdp dataplane's
+// userspace conntrack (acl/conntrack) is not flushed: a deleted pod's flows
+// are re-checked against the new policy on their next packet and expire
+// by their timeouts.
+//
 // # Health, readiness, metrics
 //
 // /healthz: the reconciler loop turned within Options.StuckAfter and the
@@ -192,7 +222,8 @@
 // running, the BGP speaker running (when enabled); the body lists what is
 // not. /metrics: see the metric list on type metrics (tabby_datastore_*,
 // tabby_reconcile_*, tabby_ipam_*, tabby_fib_routes, tabby_policy_*,
-// tabby_dataplane_*{reason=...}, tabby_bgp_*, tabby_cni_requests_total).
+// tabby_dataplane_*{reason=...}, tabby_dataplane_conntrack_*, tabby_bgp_*,
+// tabby_cni_requests_total).
 //
 // # Shutdown
 //

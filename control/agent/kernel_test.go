@@ -3,10 +3,13 @@ package agent
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tabbynet/tabby/bench/topo"
 	"github.com/tabbynet/tabby/control/datastore"
 	"github.com/tabbynet/tabby/control/datastore/etcd/etcdtest"
 	"github.com/tabbynet/tabby/control/ipam"
@@ -78,6 +81,14 @@ func TestAgentKernelDataplane(t *testing.T) {
 		out := nft()
 		return strings.Contains(out, ip.String()) && strings.Contains(out, "7000")
 	})
+	// The node forwards (the lab left ip_forward 0); no IPv6 pool, so
+	// IPv6 forwarding is left alone.
+	if v := sysctlIn(t, l.node, "net.ipv4.ip_forward"); v != "1" {
+		t.Errorf("net.ipv4.ip_forward = %s, want 1", v)
+	}
+	if v := sysctlIn(t, l.node, "net.ipv6.conf.all.forwarding"); v != "0" {
+		t.Errorf("net.ipv6.conf.all.forwarding = %s without an IPv6 pool, want 0", v)
+	}
 	st := a.Status(ctx)
 	if !st.Ready || st.Dataplane != "kernel" || st.Routes.IPv4 < 2 {
 		t.Errorf("status: %+v", st)
@@ -94,5 +105,52 @@ func TestAgentKernelDataplane(t *testing.T) {
 	}
 	if !strings.Contains(nft(), ip.String()) {
 		t.Error("nftables policy gone after the agent stopped")
+	}
+}
+
+// sysctlIn reads a sysctl in namespace n.
+func sysctlIn(t *testing.T, n *topo.Netns, key string) string {
+	t.Helper()
+	var v []byte
+	err := n.Do(func() (err error) {
+		v, err = os.ReadFile("/proc/sys/" + strings.ReplaceAll(key, ".", "/"))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(v))
+}
+
+// TestKernelForwardingSysctls: the kernel dataplane turns IPv4 forwarding
+// on at start in its namespace, and IPv6 forwarding when an IPv6 pool
+// exists; a sysctl it cannot set fails the start naming it.
+func TestKernelForwardingSysctls(t *testing.T) {
+	l := newLab(t)
+	if err := l.node.Sysctl("net.ipv6.conf.all.forwarding", "0"); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+		if v := sysctlIn(t, l.node, k); v != "0" {
+			t.Fatalf("fresh node namespace: %s = %s, want 0", k, v)
+		}
+	}
+	srv := etcdtest.Server(t)
+	a := l.startAgent(t, l.agentFlags(t, srv.Endpoints(), etcdtest.Prefix(t), map[string]string{"dataplane": "kernel",
+		"interfaces": "up0", "ipv6-pool-cidr": "fd00:65::/48"}))
+	waitReady(t, a, 200, 20*time.Second)
+	for _, k := range []string{"net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding"} {
+		if v := sysctlIn(t, l.node, k); v != "1" {
+			t.Errorf("kernel dataplane with an IPv6 pool: %s = %s, want 1", k, v)
+		}
+	}
+	// Idempotent: set again, nothing to change.
+	if err := enableForwarding(l.node.Handle(), "/proc/sys", true, testLogger(t)); err != nil {
+		t.Error(err)
+	}
+	// A sysctl that cannot be read or set is named.
+	err := enableForwarding(l.node.Handle(), filepath.Join(t.TempDir(), "missing"), false, testLogger(t))
+	if err == nil || !strings.Contains(err.Error(), "net.ipv4.ip_forward") {
+		t.Errorf("missing sysctl tree: %v, want an error naming net.ipv4.ip_forward", err)
 	}
 }

@@ -38,6 +38,9 @@ import (
 //	tabby_dataplane_interfaces{origin}         engine interfaces: config, pod (afxdp)
 //	tabby_dataplane_interface_operations_total{op,result,xdp_mode,socket_mode}
 //	                                           pods' veths attached/detached (afxdp)
+//	tabby_dataplane_conntrack_deleted_total{family}
+//	                                           conntrack entries of removed local endpoints deleted (kernel)
+//	tabby_dataplane_conntrack_delete_errors_total  failed deletions of them (kernel)
 //	tabby_bgp_sessions{state}                  BGP sessions by state
 //	tabby_bgp_prefixes{type}                   advertised/learned prefixes
 type metrics struct {
@@ -63,6 +66,8 @@ type metrics struct {
 	gcErrors          prometheus.Counter
 	ports             *prometheus.GaugeVec
 	portOps           *prometheus.CounterVec
+	conntrackDeleted  *prometheus.CounterVec
+	conntrackErrors   prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -109,7 +114,14 @@ func newMetrics() *metrics {
 	m.portOps = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_dataplane_interface_operations_total",
 		Help: "Pods' veths attached to and detached from the engine, with the XDP and AF_XDP socket modes chosen."},
 		[]string{"op", "result", "xdp_mode", "socket_mode"})
-	m.reg.MustRegister(m.gcReleased, m.gcErrors, m.synced, m.watchErrors, m.reconciles, m.reconcileDuration, m.objectErrors, m.fibRoutes,
+	m.conntrackDeleted = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tabby_dataplane_conntrack_deleted_total",
+		Help: "Kernel conntrack entries of removed local endpoints' addresses deleted (kernel dataplane)."},
+		[]string{"family"})
+	m.conntrackErrors = prometheus.NewCounter(prometheus.CounterOpts{Name: "tabby_dataplane_conntrack_delete_errors_total",
+		Help: "Failed deletions of removed local endpoints' conntrack entries (kernel dataplane)."})
+	m.conntrackDeleted.WithLabelValues("ipv4")
+	m.conntrackDeleted.WithLabelValues("ipv6")
+	m.reg.MustRegister(m.conntrackDeleted, m.conntrackErrors, m.gcReleased, m.gcErrors, m.synced, m.watchErrors, m.reconciles, m.reconcileDuration, m.objectErrors, m.fibRoutes,
 		m.policyCompile, m.policyErrors, m.cniRequests, m.ports, m.portOps,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	for _, k := range append(append([]resources.Kind(nil), datastoreKinds...), objectKinds...) {

@@ -16,7 +16,7 @@ func (r *reconciler) flush(ctx context.Context) {
 		r.timer.Stop()
 		r.timerArmed = false
 	}
-	if !(r.dirty.policy || r.dirty.routes || r.dirty.bgp) {
+	if !(r.dirty.policy || r.dirty.routes || r.dirty.bgp) && len(r.goneAddrs) == 0 {
 		r.publishStatus()
 		return
 	}
@@ -30,10 +30,49 @@ func (r *reconciler) flush(ctx context.Context) {
 	if r.dirty.bgp && r.ready(bgpInputs) {
 		r.reconcileBGP(ctx)
 	}
+	r.deleteConntrack()
 	r.reconciles++
 	r.metrics.reconciles.Inc()
 	r.metrics.reconcileDuration.Observe(time.Since(start).Seconds())
 	r.publishStatus()
+}
+
+// deleteConntrack deletes the conntrack entries of the local endpoints'
+// addresses removed since the last flush (after the policy and routes no
+// longer name them), when the dataplane keeps kernel conntrack state. A
+// failure is logged and counted, not retried: the entries then expire by
+// the kernel's timeouts.
+func (r *reconciler) deleteConntrack() {
+	gone := r.goneAddrs
+	r.goneAddrs = nil
+	cc, ok := r.dataplane.(conntrackCleaner)
+	if !ok || len(gone) == 0 {
+		return
+	}
+	for _, v6 := range []bool{false, true} {
+		var addrs []netip.Addr
+		for _, a := range gone {
+			if a.Is6() == v6 {
+				addrs = append(addrs, a)
+			}
+		}
+		if len(addrs) == 0 {
+			continue
+		}
+		fam := "ipv4"
+		if v6 {
+			fam = "ipv6"
+		}
+		n, err := cc.deleteConntrack(v6, addrs)
+		r.metrics.conntrackDeleted.WithLabelValues(fam).Add(float64(n))
+		if err != nil {
+			r.metrics.conntrackErrors.Inc()
+			r.log.Warn("delete conntrack entries of removed endpoints; they expire by the kernel's timeouts",
+				"addresses", addrs, "deleted", n, "err", err)
+			continue
+		}
+		r.log.Debug("conntrack entries of removed endpoints deleted", "addresses", addrs, "entries", n)
+	}
 }
 
 func (r *reconciler) publishPolicy() {

@@ -121,8 +121,12 @@ type reconciler struct {
 	routeErr   string
 	// portErrs are the local endpoints' interfaces the dataplane failed
 	// to attach, with the error (afxdp; retried every round).
-	portErrs    map[string]string
-	bgpErr      string
+	portErrs map[string]string
+	bgpErr   string
+	// goneAddrs are addresses of local endpoints removed since the last
+	// flush, whose conntrack entries the dataplane deletes (see
+	// conntrackCleaner).
+	goneAddrs   []netip.Addr
 	reconciles  uint64
 	lastPublish time.Time
 }
@@ -428,9 +432,11 @@ func (r *reconciler) applyWorkload(w *WorkloadEndpoint, del, api bool) {
 		}
 	}
 	if del {
-		if _, ok := r.weps[key]; !ok {
+		cur, ok := r.weps[key]
+		if !ok {
 			return
 		}
+		r.endpointAddrsGone(cur, nil)
 		delete(r.weps, key)
 		delete(r.objErrs, key)
 		r.deleteEndpoint(key.Namespace + "/" + key.Name)
@@ -441,10 +447,30 @@ func (r *reconciler) applyWorkload(w *WorkloadEndpoint, del, api bool) {
 		r.weps[key] = w
 		return
 	}
+	if cur, ok := r.weps[key]; ok {
+		r.endpointAddrsGone(cur, w)
+	}
 	r.weps[key] = w
 	r.setEndpoint(key, w.ToACL())
 	if w.Spec.Node == r.node {
 		r.dirty.routes = true
+	}
+}
+
+// endpointAddrsGone records the addresses of old, a local endpoint, that
+// its replacement w (nil: deleted) does not keep on this node.
+func (r *reconciler) endpointAddrsGone(old, w *WorkloadEndpoint) {
+	if old.Spec.Node != r.node {
+		return
+	}
+	var kept []netip.Addr
+	if w != nil && w.Spec.Node == r.node {
+		kept = w.Addrs()
+	}
+	for _, a := range old.Addrs() {
+		if !slices.Contains(kept, a) {
+			r.goneAddrs = append(r.goneAddrs, a)
+		}
 	}
 }
 

@@ -570,8 +570,10 @@ func testDualStack(t *testing.T, e *env) {
 		}
 		pods, v4s, v6s = append(pods, p), append(v4s, v4), append(v6s, v6)
 	}
-	if _, err := e.node.Run("sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"); err != nil {
-		t.Fatal(err)
+	// The node forwards IPv6 because the agent's kernel dataplane turned
+	// net.ipv6.conf.all.forwarding on at start (an IPv6 pool exists).
+	if out, err := e.node.Run("cat", "/proc/sys/net/ipv6/conf/all/forwarding"); err != nil || strings.TrimSpace(out) != "1" {
+		t.Errorf("net.ipv6.conf.all.forwarding on the node: %q %v, want 1 (set by the agent)", out, err)
 	}
 	for i, p := range pods {
 		peer := 1 - i

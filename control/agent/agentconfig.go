@@ -25,6 +25,7 @@ type AgentConfigurationSpec struct {
 	XDPMode             string   `json:"xdpMode,omitempty"`
 	PollMode            string   `json:"pollMode,omitempty"`
 	MaxPods             int      `json:"maxPods,omitempty"`
+	PodRingSize         int      `json:"podRingSize,omitempty"`
 	PodChecksumOffload  string   `json:"podChecksumOffload,omitempty"`
 	NodeAddress         string   `json:"nodeAddress,omitempty"`
 	IPv4PoolCIDR        string   `json:"ipv4PoolCIDR,omitempty"`

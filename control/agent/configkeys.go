@@ -233,6 +233,16 @@ var configKeys = []configKey{
 			c.MaxPods = n
 			return nil
 		}},
+	{name: "podRingSize", env: "POD_RING_SIZE",
+		usage: "ring size of a pod's AF_XDP socket, a power of two in 64..4096 (256; memory: 2x+64 frames of 4 KiB per pod)",
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 64 || n > 4096 || n&(n-1) != 0 {
+				return errors.New("must be a power of two in 64..4096")
+			}
+			c.PodRingSize = n
+			return nil
+		}},
 	{name: "podChecksumOffload", env: "POD_CHECKSUM_OFFLOAD",
 		usage: "pods' TX checksum offload: auto (off with afxdp), on or off (off on kernel nodes next to afxdp nodes over veths)",
 		set: func(c *Config, v string) error {

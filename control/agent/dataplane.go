@@ -47,7 +47,9 @@ type afxdpDataplane struct {
 	netnsName string
 	xdpMode   afxdp.XDPMode
 	maxPods   int
-	log       *slog.Logger
+	// podRing is the ring size of pods' sockets (Config.PodRingSize).
+	podRing int
+	log     *slog.Logger
 	// hostPolicy enforces host-endpoint policy on traffic to and from the
 	// node itself, which the XDP program passes to the kernel: the same
 	// model rendered as nftables (only loaded while host endpoints exist).
@@ -145,7 +147,7 @@ func startAFXDP(ctx context.Context, s dataplaneSetup) (_ *afxdpDataplane, err e
 	}
 	ec := engine.Config{Interfaces: ifs, Tables: tables, PollMode: s.cfg.PollMode, PodCIDRs: s.podCIDRs,
 		HostAddresses: s.hostAddrs, Netns: s.netns, Logger: s.log.With("component", "engine"),
-		RuntimeInterfaces: s.cfg.MaxPods, RuntimeRingSize: podRingSize}
+		RuntimeInterfaces: s.cfg.MaxPods, RuntimeRingSize: s.cfg.PodRingSize}
 	if s.nodeAddr.IsValid() {
 		ec.NodeAddress = s.nodeAddr.Addr()
 	}
@@ -159,8 +161,8 @@ func startAFXDP(ctx context.Context, s dataplaneSetup) (_ *afxdpDataplane, err e
 		netnsName = "(the agent's)"
 	}
 	return &afxdpDataplane{tables: tables, eng: eng, ports: ports, nl: nl, netnsName: netnsName, xdpMode: s.cfg.XDPMode,
-		maxPods: s.cfg.MaxPods,
-		log:     s.log.With("component", "dataplane"), hostPolicy: newKernelDataplane(s.netns, s.cfg.NodeName, s.log)}, nil
+		maxPods: s.cfg.MaxPods, podRing: s.cfg.PodRingSize,
+		log: s.log.With("component", "dataplane"), hostPolicy: newKernelDataplane(s.netns, s.cfg.NodeName, s.log)}, nil
 }
 
 // reserveWorkerPs raises GOMAXPROCS to the CPUs plus the engine's

@@ -64,8 +64,8 @@
 //	xdpMode              TABBY_XDP_MODE           auto (native, generic)
 //	pollMode             TABBY_POLL_MODE          adaptive (busy, interrupt)
 //	maxPods              TABBY_MAX_PODS           110 (afxdp: pods' veths the engine serves)
+//	podRingSize          TABBY_POD_RING_SIZE      256 (afxdp: 2.25 MiB of frames per pod)
 //	podChecksumOffload   TABBY_POD_CHECKSUM_OFFLOAD  auto (off with afxdp; on, off)
-//	maxPods              TABBY_MAX_PODS           110 (afxdp: sizes the engine's frame memory)
 //	nodeAddress          TABBY_IP                 first IPv4 address of the uplink
 //	ipv4PoolCIDR         TABBY_IPV4POOL_CIDR      none (ipv4PoolBlockSize, ipv4PoolIPIP,
 //	                                              ipv4PoolVXLAN, ipv4PoolNATOutgoing)
@@ -184,7 +184,8 @@
 // round and logged once; every attach and detach is logged with the XDP
 // and socket modes chosen and counted in
 // tabby_dataplane_interface_operations_total. The engine's frame memory is
-// sized for maxPods pods (128-descriptor rings: 1.25 MiB each). The pod's
+// sized for maxPods pods (podRingSize-descriptor rings, 256 by default:
+// 2.25 MiB each). The pod's
 // veth carries ARP and traffic for the node itself to the kernel (proxy
 // ARP answers for 169.254.1.1; the steering program passes everything that
 // is not for a pod CIDR, and the node's addresses); traffic to pod CIDRs

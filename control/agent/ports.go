@@ -128,12 +128,6 @@ type portManager interface {
 	endpointRouted(iface string, addrs []netip.Addr) error
 }
 
-// podRingSize is the ring size of a pod's AF_XDP socket: 128
-// descriptors per ring (a pod's veth, unlike the uplink, carries one
-// workload's traffic), so a pod costs its node 2×128+64 frames of 4 KiB
-// (1.25 MiB) of the engine's frame memory, sized for Config.MaxPods.
-const podRingSize = 128
-
 func (d *afxdpDataplane) podPorts() []string { return d.ports.podPorts() }
 
 func (d *afxdpDataplane) portCounts() (int, int) { return d.ports.counts() }
@@ -199,7 +193,7 @@ func (d *afxdpDataplane) attachPort(ctx context.Context, name string, link netli
 	t0 := time.Now()
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	id, err := d.eng.AddInterface(actx, engine.Interface{Name: name, XDPMode: d.xdpMode, RingSize: podRingSize,
+	id, err := d.eng.AddInterface(actx, engine.Interface{Name: name, XDPMode: d.xdpMode, RingSize: d.podRing,
 		Workload: true})
 	if errors.Is(err, engine.ErrFrameMemoryFull) {
 		_, pods := d.ports.counts()

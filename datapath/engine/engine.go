@@ -213,7 +213,7 @@ var bindBusyWindow = time.Second
 
 // attachBusyWindow is how long attaching the steering program retries
 // while the interface still holds the XDP link of a process that exited.
-var attachBusyWindow = 3 * time.Second
+var attachBusyWindow = 2 * time.Second
 
 // newSocket creates a socket with open (UMEM.NewSocket, or OpenSocket on
 // a running UMEM), retrying for bindBusyWindow while the queue is busy.
@@ -273,7 +273,9 @@ func (e *Engine) attach(is *ifaceState, mode afxdp.XDPMode) error {
 		is.attachment, is.xdpReason = a, "native attach succeeded"
 		return nil
 	}
-	a, err := attach(is.name, afxdp.XDPGeneric)
+	// The native attempt waited out a dying process's link: one
+	// generic attempt is enough.
+	a, err := attachOnce(is.name, afxdp.XDPGeneric)
 	if err != nil {
 		return fmt.Errorf("engine: interface %s: native: %v; generic: %w", is.name, nerr, err)
 	}

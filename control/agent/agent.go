@@ -261,17 +261,13 @@ func (a *Agent) startDataplane(ctx context.Context, nodeAddr netip.Prefix, hostA
 	}
 	s := dataplaneSetup{cfg: &a.cfg, netns: a.opts.Netns, nodeAddr: nodeAddr, hostAddrs: hostAddrs,
 		log: a.log}
-	for _, p := range pools {
-		if pf := p.Prefix(); pf.IsValid() {
-			s.podCIDRs = append(s.podCIDRs, pf)
-			s.ipip = s.ipip || p.Spec.IPIPMode.Enabled()
-			s.vxlan = s.vxlan || p.Spec.VXLANMode.Enabled()
-		}
-	}
+	st := steeringOf(pools)
+	s.podCIDRs, s.ipip, s.vxlan = st.cidrs, st.ipip, st.vxlan
 	dp, err := startAFXDP(ctx, s)
 	if err != nil {
 		return err
 	}
+	dp.steering = st
 	a.dp, a.tables = dp, dp.tables
 	return nil
 }

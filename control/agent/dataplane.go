@@ -49,7 +49,9 @@ type afxdpDataplane struct {
 	maxPods   int
 	// podRing is the ring size of pods' sockets (Config.PodRingSize).
 	podRing int
-	log     *slog.Logger
+	// steering is what the engine steers and decapsulates for the pools.
+	steering poolSteering
+	log      *slog.Logger
 	// hostPolicy enforces host-endpoint policy on traffic to and from the
 	// node itself, which the XDP program passes to the kernel: the same
 	// model rendered as nftables (only loaded while host endpoints exist).

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/tabbynet/tabby/bench/topo"
 	"github.com/tabbynet/tabby/control/datastore/etcd/etcdtest"
+	"github.com/tabbynet/tabby/control/resources"
 	"github.com/tabbynet/tabby/datapath/afxdp"
 )
 
@@ -361,6 +363,34 @@ func TestAgentAFXDPPods(t *testing.T) {
 		}
 	}
 
+	// A pool created while the agent runs is steered to the engine (no
+	// restart): a pod from it is reachable.
+	extra := netip.MustParsePrefix("10.98.0.0/24")
+	if _, _, err := a.Store().Apply(ctx, Wrap(&resources.IPPool{ObjectMeta: resources.ObjectMeta{Name: "extra"},
+		Spec: resources.IPPoolSpec{CIDR: extra.String(), BlockSize: 28}})); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new pool steered to the engine", 10*time.Second, func() bool {
+		return slices.Contains(eng().eng.PodCIDRs(), extra)
+	})
+	defaultList := l.list
+	extraList, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(
+		`{"cniVersion":"1.1.0","name":"tabby-test","plugins":[{"type":"tabby","agent_socket":%q,"log_level":"warning","mtu":1500,"ipam":{"type":"tabby-ipam","ipv4_pools":["extra"]}}]}`,
+		l.sock)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.list = extraList
+	pd := l.add("pd")
+	if !extra.Contains(pd.ip) {
+		t.Fatalf("pod pd got %s, not from the new pool %s", pd.ip, extra)
+	}
+	if err := l.ping("pa", "pd", 2); err != nil {
+		t.Errorf("ping pa -> pd (new pool): %v", err)
+	}
+	l.del("pd")
+	l.list = defaultList
+
 	// Delete pb: its veth goes first (the plugin), then the endpoint and
 	// the port. pa and pc keep working.
 	vethB, ipB := l.pods["pb"].veth, l.pods["pb"].ip
@@ -379,13 +409,13 @@ func TestAgentAFXDPPods(t *testing.T) {
 		t.Errorf("deleted pod's veth %s still an engine port", vethB)
 	}
 	if !strings.Contains(func() string { _, m := httpGet(t, "http://"+a.Addr("metrics")+"/metrics"); return m }(),
-		`tabby_dataplane_interface_operations_total{op="detach",result="ok",socket_mode="copy",xdp_mode="native"} 1`) {
+		`tabby_dataplane_interface_operations_total{op="detach",result="ok",socket_mode="copy",xdp_mode="native"} 2`) { // pd, pb
 		t.Error("/metrics lacks the detach")
 	}
 
 	// An interface that cannot be attached fails the ADD with the reason,
 	// and nothing stays: no endpoint, no address.
-	_, err := NewClient(l.sock).AddEndpoint(ctx, EndpointRequest{ContainerID: "ctr-ghost", Namespace: "shop",
+	_, err = NewClient(l.sock).AddEndpoint(ctx, EndpointRequest{ContainerID: "ctr-ghost", Namespace: "shop",
 		Pod: "ghost", InterfaceName: "tabghost0"})
 	if err == nil || !strings.Contains(err.Error(), "tabghost0 does not exist") || !strings.Contains(err.Error(), "dataplane") {
 		t.Errorf("ADD with a missing veth: %v", err)

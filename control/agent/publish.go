@@ -169,6 +169,7 @@ func (r *reconciler) routeInputs() RouteInputs {
 // first and a gone endpoint's interface detached after its route was
 // removed.
 func (r *reconciler) programRoutes(ctx context.Context) {
+	r.steerPools()
 	pm, ports := r.dataplane.(portManager)
 	var want map[string]bool
 	if ports {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/tabbynet/tabby/datapath"
@@ -369,4 +370,31 @@ func (e *Engine) Interface(name string) (InterfaceStats, bool) {
 		}
 	}
 	return InterfaceStats{}, false
+}
+
+// SetPodCIDRs replaces the pod CIDRs the steering program redirects to the
+// dataplane while the engine runs (an IPPool created or deleted after
+// Start). Only AF_XDP engines steer at run time; an AF_PACKET engine's
+// socket filters are fixed at Start and it returns an error saying so.
+func (e *Engine) SetPodCIDRs(prefixes []netip.Prefix) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return errors.New("engine: set pod CIDRs: engine closed")
+	}
+	if e.steering == nil {
+		return errors.New("engine: set pod CIDRs: af_packet socket filters are fixed at start; restart the engine")
+	}
+	if err := e.steering.SetPodCIDRs(prefixes); err != nil {
+		return fmt.Errorf("engine: %w", err)
+	}
+	e.cfg.PodCIDRs = append([]netip.Prefix(nil), prefixes...)
+	return nil
+}
+
+// PodCIDRs returns the pod CIDRs the engine steers.
+func (e *Engine) PodCIDRs() []netip.Prefix {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]netip.Prefix(nil), e.cfg.PodCIDRs...)
 }

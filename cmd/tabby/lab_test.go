@@ -58,12 +58,13 @@ var labCases = []labCase{
 	{name: "mixed-vxlan", dataplane: "kernel,afxdp", encap: "vxlan", nodes: 4, checks: "all"},
 	{name: "afxdp-ipip", dataplane: "afxdp", encap: "ipip", nodes: 3, checks: "matrix,policy,mtu,iperf3"},
 	{name: "mixed-none-bird", dataplane: "kernel,afxdp", encap: "none", nodes: 4, checks: "all"},
+	{name: "afxdp-none-bird", dataplane: "afxdp", encap: "none", nodes: 3, checks: "matrix,policy,mtu"},
 }
 
 // labRunning are the cases TestLab runs; TABBY_LAB_CASES (comma-separated
 // names, or "all") replaces it, e.g. to try the afxdp cases by hand.
 var labRunning = []string{"kernel-vxlan", "kernel-vxlan-crosssubnet", "kernel-none-bird", "afxdp-vxlan", "mixed-vxlan",
-	"afxdp-ipip", "mixed-none-bird"}
+	"afxdp-ipip", "mixed-none-bird", "afxdp-none-bird"}
 
 // TestLab is the e2e suite: for each running case a lab comes up (agents as
 // processes, pods through the CNI plugin, two subnets), `lab check` runs the

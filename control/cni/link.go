@@ -8,13 +8,14 @@ import (
 	"os"
 	"strings"
 	"syscall"
-	"unsafe"
 
 	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ip"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/tabbynet/tabby/internal/ethtool"
 )
 
 // The pod's link-local gateways, answered by the host veth (proxy ARP for
@@ -156,7 +157,7 @@ func configure(netns ns.NetNS, contName, hostName string, contMAC net.HardwareAd
 			return internal("container interface %s: set up: %v", contName, err)
 		}
 		if noTxCsum {
-			if err := setTxChecksumOffload(contName, false); err != nil {
+			if err := ethtool.SetTxChecksum(contName, false); err != nil {
 				return internal("container interface %s: turn TX checksum offload off (the afxdp dataplane needs complete checksums): %v",
 					contName, err)
 			}
@@ -185,32 +186,6 @@ func configure(netns ns.NetNS, contName, hostName string, contMAC net.HardwareAd
 		}
 		return nil
 	})
-}
-
-// setTxChecksumOffload turns TX checksum offload of an interface of the
-// calling thread's namespace on or off (SIOCETHTOOL ETHTOOL_STXCSUM: what
-// `ethtool -K <if> tx off` does, without the ethtool binary).
-func setTxChecksumOffload(ifname string, on bool) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	v := &struct{ cmd, data uint32 }{cmd: unix.ETHTOOL_STXCSUM}
-	if on {
-		v.data = 1
-	}
-	var ifr struct {
-		name [unix.IFNAMSIZ]byte
-		data unsafe.Pointer
-		_    [16]byte
-	}
-	copy(ifr.name[:], ifname)
-	ifr.data = unsafe.Pointer(v)
-	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
-		return errno
-	}
-	return nil
 }
 
 func nodad(a netip.Prefix) int {

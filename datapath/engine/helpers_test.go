@@ -12,17 +12,16 @@ import (
 	"os/exec"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/tabbynet/tabby/bench/topo"
 	"github.com/tabbynet/tabby/datapath"
 	"github.com/tabbynet/tabby/datapath/afxdp/nstest"
 	"github.com/tabbynet/tabby/datapath/header"
+	"github.com/tabbynet/tabby/internal/ethtool"
 )
 
 // requireRoot skips integration tests when not root (or without iproute2).
@@ -448,28 +447,7 @@ func checkInner(t *testing.T, b []byte, sent pkt, srcMAC, dstMAC header.MAC, ttl
 // ethtool binary is needed).
 func setTxChecksum(t *testing.T, n *topo.Netns, ifname string, on bool) {
 	t.Helper()
-	err := n.Do(func() error {
-		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		v := &struct{ cmd, data uint32 }{cmd: unix.ETHTOOL_STXCSUM}
-		if on {
-			v.data = 1
-		}
-		var ifr struct {
-			name [unix.IFNAMSIZ]byte
-			data unsafe.Pointer
-			_    [16]byte
-		}
-		copy(ifr.name[:], ifname)
-		ifr.data = unsafe.Pointer(v)
-		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
-			return errno
-		}
-		return nil
-	})
+	err := n.Do(func() error { return ethtool.SetTxChecksum(ifname, on) })
 	if err != nil {
 		t.Fatalf("%s: set tx checksum offload of %s to %v: %v", n.Node, ifname, on, err)
 	}

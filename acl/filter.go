@@ -1,6 +1,7 @@
 package acl
 
 import (
+	"net/netip"
 	"sync/atomic"
 	"time"
 
@@ -134,6 +135,37 @@ func ctKey(p *Packet) (conntrack.Key, bool) {
 	}
 	s, d := key6(&p.Src6), key6(&p.Dst6)
 	return conntrack.MakeKey(true, p.Proto, s[0], s[1], d[0], d[1], sp, dp)
+}
+
+// ForgetAddrs deletes the tracked flows that have one of addrs as either
+// end (an endpoint deleted: a later pod reusing the address must not
+// inherit its flows) and returns how many. Like Process, it must be called
+// from the goroutine that owns the filter.
+func (f *Filter) ForgetAddrs(addrs []netip.Addr) int {
+	type k2 struct{ hi, lo uint64 }
+	set4, set6 := map[uint64]bool{}, map[k2]bool{}
+	for _, a := range addrs {
+		if a = a.Unmap(); a.Is4() {
+			b := a.As4()
+			set4[uint64(b[0])<<24|uint64(b[1])<<16|uint64(b[2])<<8|uint64(b[3])] = true
+		} else if a.Is6() {
+			b := a.As16()
+			h := key6(&b)
+			set6[k2{h[0], h[1]}] = true
+		}
+	}
+	if len(set4)+len(set6) == 0 {
+		return 0
+	}
+	n := f.ct.DeleteFunc(func(k *conntrack.Key) bool {
+		if k.V6 {
+			return set6[k2{k.AHi, k.ALo}] || set6[k2{k.BHi, k.BLo}]
+		}
+		return set4[k.ALo] || set4[k.BLo]
+	})
+	f.c.Conntrack = f.ct.Counters()
+	f.publish()
+	return n
 }
 
 // Process decides every packet of a batch: out[i] for pkts[i]. now is a

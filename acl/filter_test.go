@@ -157,3 +157,40 @@ func TestNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocs per batch", n)
 	}
 }
+
+// TestFilterForgetAddrs: flows of a deleted endpoint's address are
+// forgotten (its reply no longer passes as established), other flows stay.
+func TestFilterForgetAddrs(t *testing.T) {
+	c := twoPods(t, 80)
+	pol, _ := c.Compile()
+	f := acl.NewFilter(acl.FilterConfig{})
+	out := make([]acl.Decision, 1)
+	step := func(p acl.Packet, now int64) acl.Decision {
+		f.Process(pol, []acl.Packet{p}, out, now)
+		return out[0]
+	}
+	// Two flows client -> web (ports 5555, 5556), established.
+	for i, sp := range []uint16{5555, 5556} {
+		if d := step(tcp("10.0.0.2", "10.0.0.1", sp, 80, 0x02), int64(i)); d.Verdict != acl.Allowed {
+			t.Fatalf("SYN %d: %+v", sp, d)
+		}
+	}
+	if e := f.Stats().Conntrack.Entries; e != 2 {
+		t.Fatalf("entries %d", e)
+	}
+	// Forgetting an unrelated address (and an IPv6 one) changes nothing.
+	if n := f.ForgetAddrs([]netip.Addr{netip.MustParseAddr("10.0.0.9"), netip.MustParseAddr("fd00::2")}); n != 0 {
+		t.Fatalf("forgot %d flows of other addresses", n)
+	}
+	// The client (either end of the key) is deleted: both flows go.
+	if n := f.ForgetAddrs([]netip.Addr{netip.MustParseAddr("10.0.0.2")}); n != 2 {
+		t.Fatalf("forgot %d flows, want 2", n)
+	}
+	if st := f.Stats().Conntrack; st.Entries != 0 || st.Deleted != 2 {
+		t.Fatalf("conntrack counters after forget: %+v", st)
+	}
+	// web's reply is no longer part of a flow: denied like any unsolicited packet.
+	if d := step(tcp("10.0.0.1", "10.0.0.2", 80, 5555, 0x12), 3); d.Verdict != acl.Denied {
+		t.Fatalf("reply after the client was forgotten: %+v", d)
+	}
+}

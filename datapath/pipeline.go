@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/tabbynet/tabby/acl"
@@ -154,6 +155,11 @@ func (w *Worker) PolicyStats() acl.FilterCounters { return w.filter.Stats() }
 // DrainPolicyLogs hands the flow records of Log rules to fn. It must be
 // called from the worker's goroutine (between batches).
 func (w *Worker) DrainPolicyLogs(fn func(*acl.LogRecord)) { w.filter.DrainLogs(fn) }
+
+// ForgetFlows deletes the policy stage's tracked flows to or from any of
+// addrs (an endpoint was deleted) and returns how many. It must be called
+// from the worker's goroutine (between batches).
+func (w *Worker) ForgetFlows(addrs []netip.Addr) int { return w.filter.ForgetAddrs(addrs) }
 
 // SetPort puts p into slot id: a new slot (the port set grows to id+1
 // slots), an empty one, or one holding another port, which is replaced. It

@@ -280,6 +280,22 @@ func (t *Table[V]) Delete(e *Entry[V]) {
 	}
 }
 
+// DeleteFunc frees every entry whose key match reports, and returns how
+// many it freed. It scans the whole table: for rare events (an endpoint
+// deleted), not per packet.
+func (t *Table[V]) DeleteFunc(match func(k *Key) bool) int {
+	freed := 0
+	for i := range t.tags {
+		if t.tags[i] != 0 && match(&t.entries[i].Key) {
+			t.tags[i] = 0
+			freed++
+		}
+	}
+	t.c.Entries -= uint64(freed)
+	t.c.Deleted += uint64(freed)
+	return freed
+}
+
 // Sweep frees the expired entries of the next n buckets and returns how
 // many it freed.
 func (t *Table[V]) Sweep(now int64, n int) int {

@@ -105,3 +105,24 @@ func BenchmarkLookupHit(b *testing.B) {
 		}
 	}
 }
+
+func TestDeleteFunc(t *testing.T) {
+	tb := New[int](Config{Buckets: 16})
+	for i := range 20 {
+		k, _ := MakeKey(false, 17, 0, uint64(i%4), 0, 100, uint16(i), 53)
+		tb.Insert(&k, false, 0, 0, i)
+	}
+	n := tb.DeleteFunc(func(k *Key) bool { return k.ALo == 1 || k.BLo == 1 })
+	if n != 5 {
+		t.Fatalf("deleted %d, want 5", n)
+	}
+	if c := tb.Counters(); c.Entries != 15 || c.Deleted != 5 {
+		t.Fatalf("counters %+v", c)
+	}
+	for i := range 20 {
+		k, _ := MakeKey(false, 17, 0, uint64(i%4), 0, 100, uint16(i), 53)
+		if got := tb.Lookup(&k, 0) != nil; got != (i%4 != 1) {
+			t.Fatalf("flow %d present=%v", i, got)
+		}
+	}
+}

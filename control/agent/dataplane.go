@@ -183,6 +183,20 @@ func reserveWorkerPs(workers int, log *slog.Logger) {
 	}
 }
 
+// deleteConntrack forgets a removed endpoint's flows in the engine's
+// userspace conntrack (every worker) and in the kernel's, which tracks the
+// pod's traffic to the node itself (the steering program passes it up).
+func (d *afxdpDataplane) deleteConntrack(v6 bool, addrs []netip.Addr) (uint, error) {
+	n, err := d.eng.ForgetFlows(addrs)
+	total := uint(n)
+	if d.hostPolicy != nil {
+		k, kerr := d.hostPolicy.deleteConntrack(v6, addrs)
+		total += k
+		err = errors.Join(err, kerr)
+	}
+	return total, err
+}
+
 // kernelDataplane leaves forwarding to the kernel: policy is rendered as an
 // nftables table (acl.RenderNftables) and loaded with nft in the agent's
 // network namespace; routes come from the CNI plugin (local pods) and the

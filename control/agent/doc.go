@@ -211,10 +211,10 @@
 // entries are counted in tabby_dataplane_conntrack_deleted_total{family}
 // and logged at debug; a failure is logged, counted in
 // tabby_dataplane_conntrack_delete_errors_total and not retried (the
-// entries then expire by the kernel's timeouts). The afxdp dataplane's
-// userspace conntrack (acl/conntrack) is not flushed: a deleted pod's flows
-// are re-checked against the new policy on their next packet and expire
-// by their timeouts.
+// entries then expire by the kernel's timeouts). The afxdp dataplane does
+// the same in the engine's userspace conntrack (every worker forgets the
+// flows with the address at either end, between batches) and in the
+// kernel's, which tracks the pod's traffic to the node itself.
 //
 // # Health, readiness, metrics
 //

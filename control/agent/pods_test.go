@@ -408,6 +408,11 @@ func TestAgentAFXDPPods(t *testing.T) {
 	if _, ok := eng().eng.Interface(vethB); ok {
 		t.Errorf("deleted pod's veth %s still an engine port", vethB)
 	}
+	// The deleted pods' flows (pd's pings, pb's TCP exchanges) left the
+	// engine's conntrack: a pod reusing an address inherits nothing.
+	waitFor(t, "the deleted pods' flows forgotten", 5*time.Second, func() bool {
+		return metricValue(t, a, `tabby_dataplane_conntrack_deleted_total{family="ipv4"}`) >= 2
+	})
 	if !strings.Contains(func() string { _, m := httpGet(t, "http://"+a.Addr("metrics")+"/metrics"); return m }(),
 		`tabby_dataplane_interface_operations_total{op="detach",result="ok",socket_mode="copy",xdp_mode="native"} 2`) { // pd, pb
 		t.Error("/metrics lacks the detach")

@@ -398,3 +398,23 @@ func (e *Engine) PodCIDRs() []netip.Prefix {
 	defer e.mu.Unlock()
 	return append([]netip.Prefix(nil), e.cfg.PodCIDRs...)
 }
+
+// ForgetFlows deletes every worker's tracked flows (the policy stage's
+// conntrack) to or from any of addrs, and returns how many. The agent calls
+// it when an endpoint is deleted, so that a pod reusing the address does
+// not inherit the flows its predecessor was allowed.
+func (e *Engine) ForgetFlows(addrs []netip.Addr) (int, error) {
+	total := 0
+	for _, w := range e.workers {
+		err := w.exec(func(*afxdp.PortSet) error {
+			if w.dp != nil {
+				total += w.dp.ForgetFlows(addrs)
+			}
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("engine: forget flows: worker %d: %w", w.id, err)
+		}
+	}
+	return total, nil
+}

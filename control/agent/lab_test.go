@@ -49,6 +49,30 @@ func requireRoot(t *testing.T) {
 	}
 }
 
+// nodeAndPeer creates the namespaces "node" and "peer" of tp joined by a
+// veth (node/up0 = <subnet>.1/24, peer/p0 = <subnet>.2/24), with IPv4
+// forwarding off on the node as on a fresh host: the agent turns it on.
+func nodeAndPeer(t *testing.T, tp *topo.Topology, subnet string) (node, peer *topo.Netns) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var err error
+	node, err = tp.Namespace("node")
+	must(err)
+	peer, err = tp.Namespace("peer")
+	must(err)
+	_, _, err = tp.Veth(node, "up0", peer, "p0", 1500)
+	must(err)
+	must(node.AddAddr("up0", netip.MustParsePrefix(subnet+".1/24")))
+	must(peer.AddAddr("p0", netip.MustParsePrefix(subnet+".2/24")))
+	must(node.Sysctl("net.ipv4.ip_forward", "0"))
+	return node, peer
+}
+
 func newLab(t *testing.T) *lab {
 	t.Helper()
 	requireRoot(t)
@@ -60,19 +84,11 @@ func newLab(t *testing.T) *lab {
 		}
 	}
 	var err error
-	l.node, err = l.tp.Namespace("node")
-	must(err)
-	l.peer, err = l.tp.Namespace("peer")
-	must(err)
+	l.node, l.peer = nodeAndPeer(t, l.tp, "192.168.50")
 	l.pod, err = l.tp.Namespace("pod")
-	must(err)
-	_, _, err = l.tp.Veth(l.node, "up0", l.peer, "p0", 1500)
 	must(err)
 	_, _, err = l.tp.Veth(l.node, "tabpod1", l.pod, "pod0", 1500)
 	must(err)
-	must(l.node.AddAddr("up0", netip.MustParsePrefix("192.168.50.1/24")))
-	must(l.peer.AddAddr("p0", netip.MustParsePrefix("192.168.50.2/24")))
-	must(l.node.Sysctl("net.ipv4.ip_forward", "0"))
 	for _, x := range []struct {
 		ns  *topo.Netns
 		ifn string

@@ -77,18 +77,10 @@ func newPodLab(t *testing.T) *podLab {
 		}
 	}
 	var err error
-	l.node, err = l.tp.Namespace("node")
-	must(err)
-	l.peer, err = l.tp.Namespace("peer")
-	must(err)
-	_, _, err = l.tp.Veth(l.node, "up0", l.peer, "p0", 1500)
-	must(err)
-	must(l.node.AddAddr("up0", netip.MustParsePrefix("192.168.60.1/24")))
-	must(l.peer.AddAddr("p0", netip.MustParsePrefix("192.168.60.2/24")))
+	l.node, l.peer = nodeAndPeer(t, l.tp, "192.168.60")
 	// Proxy ARP answers for 169.254.1.1 only when the node routes it out
 	// of another interface: a default route, as hosts have.
 	must(l.node.AddRoute(netip.MustParsePrefix("0.0.0.0/0"), netip.MustParseAddr("192.168.60.2"), "up0"))
-	must(l.node.Sysctl("net.ipv4.ip_forward", "0"))
 
 	dir := t.TempDir()
 	l.sock = filepath.Join(dir, "agent.sock")

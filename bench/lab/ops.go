@@ -12,17 +12,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
-	"github.com/vishvananda/netns"
-
 	"github.com/tabbynet/tabby/bench/topo"
 	"github.com/tabbynet/tabby/control/agent"
+	"github.com/tabbynet/tabby/internal/nsutil"
 )
 
 // Down stops the lab name (its supervisor tears everything down), then
@@ -223,30 +221,4 @@ func readyz(ctx context.Context, sock string) (bool, string) {
 
 // inNetns runs fn on a thread inside the named namespace; sockets fn opens
 // stay in it.
-func inNetns(name string, fn func() error) error {
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		return fmt.Errorf("netns %s: %w", name, err)
-	}
-	defer h.Close()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("enter %s: %w", name, err)
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
+func inNetns(name string, fn func() error) error { return nsutil.DoNamed(name, fn) }

@@ -26,7 +26,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -34,6 +33,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/tabbynet/tabby/internal/nsutil"
 )
 
 // StateDir is where topologies record themselves for crash cleanup.
@@ -273,28 +274,10 @@ func (n *Netns) Sysctl(key, value string) error {
 // Do runs fn on a goroutine locked to an OS thread that has entered the
 // namespace. Sockets fn opens belong to the namespace and stay there.
 func (n *Netns) Do(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.handle); err != nil {
-			errc <- fmt.Errorf("enter %s: %w", n.Name, err)
-			return
-		}
-		err = fn()
-		// Only return the thread to the pool if it went back to the
-		// original namespace; otherwise let it die with the goroutine.
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+	if err := nsutil.Do(n.handle, fn); err != nil {
+		return fmt.Errorf("%s: %w", n.Name, err)
+	}
+	return nil
 }
 
 // Command returns a command that runs inside the namespace (via

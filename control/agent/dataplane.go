@@ -20,6 +20,7 @@ import (
 	"github.com/tabbynet/tabby/datapath"
 	"github.com/tabbynet/tabby/datapath/afxdp"
 	"github.com/tabbynet/tabby/datapath/engine"
+	"github.com/tabbynet/tabby/internal/nsutil"
 )
 
 // dataplane is where the reconciler publishes policy, and what health and
@@ -332,37 +333,13 @@ func enableForwarding(h netns.NsHandle, procSys string, ipv6 bool, log *slog.Log
 	})
 }
 
+// inNetns runs fn on a thread in namespace h (the current one if h is not
+// valid; see nsutil.Do).
+func inNetns(h netns.NsHandle, fn func() error) error { return nsutil.Do(h, fn) }
+
 // validNetns reports whether h names a namespace (0 and -1 mean "the
 // calling thread's").
 func validNetns(h netns.NsHandle) bool { return h > 0 }
-
-// inNetns runs fn on a thread in namespace h (the current one if h is not
-// valid).
-func inNetns(h netns.NsHandle, fn func() error) error {
-	if !validNetns(h) {
-		return fn()
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("enter netns: %w", err)
-			return
-		}
-		err = fn()
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
-}
 
 func netlinkHandle(h netns.NsHandle) (*netlink.Handle, error) {
 	var nl *netlink.Handle

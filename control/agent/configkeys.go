@@ -134,7 +134,7 @@ func parseBlockSize(v string, v6 bool) (int, error) {
 var configKeys = []configKey{
 	{name: "nodeName", env: "NODENAME", bootstrap: true, usage: "this node's name (default: the host name)",
 		set: func(c *Config, v string) error {
-			if !validSubdomain(v) {
+			if !resources.ValidDNSSubdomain(v) {
 				return errors.New("is not a valid node name (a DNS-1123 subdomain)")
 			}
 			c.NodeName = v

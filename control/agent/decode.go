@@ -113,20 +113,8 @@ func Marshal(obj Object) ([]byte, error) {
 
 // MarshalYAML encodes objects as a YAML stream.
 func MarshalYAML(objs ...Object) ([]byte, error) {
-	var buf bytes.Buffer
-	for i, obj := range objs {
-		js, err := Marshal(obj)
-		if err != nil {
-			return nil, fmt.Errorf("marshal %s: %w", KeyOfObject(obj), err)
-		}
-		y, err := yaml.JSONToYAML(js)
-		if err != nil {
-			return nil, fmt.Errorf("marshal %s: %w", KeyOfObject(obj), err)
-		}
-		if i > 0 {
-			buf.WriteString("---\n")
-		}
-		buf.Write(y)
-	}
-	return buf.Bytes(), nil
+	return resources.YAMLStream(len(objs), func(i int) ([]byte, resources.Key, error) {
+		js, err := Marshal(objs[i])
+		return js, KeyOfObject(objs[i]), err
+	})
 }

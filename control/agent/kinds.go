@@ -168,7 +168,7 @@ func (fe *fieldErrors) meta(obj Object) {
 	switch {
 	case info.Namespaced && m.Namespace == "":
 		fe.add("metadata.namespace", "is required for %s", obj.ObjectKind())
-	case info.Namespaced && !validLabel(m.Namespace):
+	case info.Namespaced && !resources.ValidDNSLabel(m.Namespace):
 		fe.add("metadata.namespace", "%q is not a valid namespace name", m.Namespace)
 	case !info.Namespaced && m.Namespace != "":
 		fe.add("metadata.namespace", "%s is cluster-scoped; namespace must be empty, not %q", obj.ObjectKind(), m.Namespace)
@@ -179,10 +179,10 @@ func (fe *fieldErrors) meta(obj Object) {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		if !validQualifiedName(k) {
+		if !resources.ValidLabelKey(k) {
 			fe.add("metadata.labels", "key %q is not a valid label key", k)
 		}
-		if v := m.Labels[k]; v != "" && !validLabelValue(v) {
+		if v := m.Labels[k]; !resources.ValidLabelValue(v) {
 			fe.add("metadata.labels", "value %q of label %q is not a valid label value", v, k)
 		}
 	}
@@ -193,64 +193,9 @@ func (fe *fieldErrors) name(field, s string) {
 		fe.add(field, "is required")
 		return
 	}
-	if !validSubdomain(s) {
+	if !resources.ValidDNSSubdomain(s) {
 		fe.add(field, "%q is not a valid name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit, at most 253 characters", s)
 	}
-}
-
-func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
-
-// validLabel reports whether s is a DNS-1123 label.
-func validLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 || !isAlnum(s[0]) || !isAlnum(s[len(s)-1]) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isAlnum(s[i]) && s[i] != '-' {
-			return false
-		}
-	}
-	return true
-}
-
-// validSubdomain reports whether s is a DNS-1123 subdomain.
-func validSubdomain(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(s, ".") {
-		if !validLabel(l) {
-			return false
-		}
-	}
-	return true
-}
-
-func validLabelValue(v string) bool {
-	if len(v) == 0 || len(v) > 63 {
-		return false
-	}
-	an := func(c byte) bool { return isAlnum(c) || c >= 'A' && c <= 'Z' }
-	if !an(v[0]) || !an(v[len(v)-1]) {
-		return false
-	}
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; !an(c) && c != '-' && c != '_' && c != '.' {
-			return false
-		}
-	}
-	return true
-}
-
-func validQualifiedName(k string) bool {
-	name := k
-	if i := strings.LastIndexByte(k, '/'); i >= 0 {
-		if !validSubdomain(k[:i]) {
-			return false
-		}
-		name = k[i+1:]
-	}
-	return validLabelValue(name)
 }
 
 // errNotAgentKind is returned by the object store for kinds it does not

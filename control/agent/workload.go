@@ -187,7 +187,7 @@ func WorkloadEndpointName(node, pod, endpoint, containerID string) string {
 	if pod != "" {
 		name = clean(node) + "-k8s-" + clean(pod) + "-" + clean(endpoint)
 	}
-	if !validSubdomain(name) || len(name) > 63 {
+	if !resources.ValidDNSSubdomain(name) || len(name) > 63 {
 		name = "wep-" + h
 	}
 	return name

@@ -191,15 +191,24 @@ func Marshal(obj Resource) ([]byte, error) {
 
 // MarshalYAML encodes objects as a YAML stream, one document each.
 func MarshalYAML(objs ...Resource) ([]byte, error) {
+	return YAMLStream(len(objs), func(i int) ([]byte, Key, error) {
+		js, err := Marshal(objs[i])
+		return js, KeyOf(objs[i]), err
+	})
+}
+
+// YAMLStream encodes n objects as a YAML stream: doc(i) returns object
+// i's JSON and its key (named in errors).
+func YAMLStream(n int, doc func(i int) ([]byte, Key, error)) ([]byte, error) {
 	var buf bytes.Buffer
-	for i, obj := range objs {
-		js, err := Marshal(obj)
+	for i := range n {
+		js, k, err := doc(i)
 		if err != nil {
-			return nil, fmt.Errorf("marshal %s: %w", KeyOf(obj), err)
+			return nil, fmt.Errorf("marshal %s: %w", k, err)
 		}
 		y, err := yaml.JSONToYAML(js)
 		if err != nil {
-			return nil, fmt.Errorf("marshal %s: %w", KeyOf(obj), err)
+			return nil, fmt.Errorf("marshal %s: %w", k, err)
 		}
 		if i > 0 {
 			buf.WriteString("---\n")

@@ -165,19 +165,38 @@ func (fe *fieldErrors) addrOrPrefix(field, s string) (netip.Addr, bool) {
 
 func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
 
+// ValidDNSLabel reports whether s is a DNS-1123 label (a namespace name):
+// 1..63 lowercase letters, digits and '-', starting and ending alphanumeric.
+func ValidDNSLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 || !isAlnum(s[0]) || !isAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidDNSSubdomain reports whether s is a DNS-1123 subdomain (an object
+// or node name): DNS labels joined by '.', at most 253 characters.
+func ValidDNSSubdomain(s string) bool { return validSubdomain(s) }
+
+// ValidLabelKey reports whether k is a valid label key: [prefix/]name.
+func ValidLabelKey(k string) bool { return validQualifiedName(k) }
+
+// ValidLabelValue reports whether v is a valid label value (empty is).
+func ValidLabelValue(v string) bool { return v == "" || validLabelValue(v) }
+
 // validSubdomain reports whether s is a DNS-1123 subdomain.
 func validSubdomain(s string) bool {
 	if len(s) == 0 || len(s) > 253 {
 		return false
 	}
 	for _, label := range strings.Split(s, ".") {
-		if len(label) == 0 || len(label) > 63 || !isAlnum(label[0]) || !isAlnum(label[len(label)-1]) {
+		if !ValidDNSLabel(label) {
 			return false
-		}
-		for i := 0; i < len(label); i++ {
-			if c := label[i]; !isAlnum(c) && c != '-' {
-				return false
-			}
 		}
 	}
 	return true

@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/tabbynet/tabby/acl"
 	"github.com/tabbynet/tabby/acl/conntrack"
 
 	"github.com/tabbynet/tabby/datapath/header"
 	"github.com/tabbynet/tabby/encap"
+	"github.com/tabbynet/tabby/internal/prefetch"
 	"github.com/tabbynet/tabby/lpm"
 )
 
@@ -259,6 +261,7 @@ func (w *Worker) Process(frames []Frame) {
 		c.publish()
 		return
 	}
+	prefetchFrames(frames)
 	w.classify(snap, frames)
 	if snap.Node.EnforcePolicy {
 		w.policy(snap, frames)
@@ -286,6 +289,25 @@ func (w *Worker) Process(frames []Frame) {
 	}
 	w.flush(frames)
 	c.publish()
+}
+
+// prefetchFrames hints the cache lines every frame of the batch needs first:
+// the headers (read by classify) and the headroom line right before them
+// (written when forward encapsulates in place). In AF_XDP copy mode the
+// kernel wrote the packet on another CPU, so parsing would otherwise wait
+// for one cache miss per frame in turn; hinted together they overlap.
+func prefetchFrames(frames []Frame) {
+	for i := range frames {
+		f := &frames[i]
+		if f.Off < 0 || f.Off >= len(f.Buf) {
+			continue
+		}
+		base := unsafe.Pointer(unsafe.SliceData(f.Buf))
+		prefetch.Read(unsafe.Add(base, f.Off))
+		if f.Off >= 1 {
+			prefetch.Write(unsafe.Add(base, f.Off-1))
+		}
+	}
 }
 
 // classify is stage 1: decode, verify, and decapsulate tunnel traffic for

@@ -25,13 +25,19 @@ type fakeKernel struct {
 // newFakeSocket returns a socket of u whose rings live in Go memory, and
 // the fake kernel driving their other side.
 func newFakeSocket(u *UMEM, port PortID, size uint32) (*Socket, *fakeKernel) {
+	return newElasticFakeSocket(u, port, size, int(size))
+}
+
+// newElasticFakeSocket is newFakeSocket lending base frames at rest
+// (SocketConfig.FillBase).
+func newElasticFakeSocket(u *UMEM, port PortID, size uint32, base int) (*Socket, *fakeKernel) {
 	id, err := u.freeID()
 	if err != nil {
 		panic(err)
 	}
 	s := &Socket{
 		umem: u, id: id, fd: -1, log: u.log, port: port,
-		mode: ModeZeroCopy, needWakeup: true, fillTarget: int(size), txBudget: copyModeTxBatch,
+		mode: ModeZeroCopy, needWakeup: true, fillTarget: base, fillBase: base, txBudget: copyModeTxBatch,
 		scratch: make([]uint64, size),
 	}
 	k := &fakeKernel{s: s}

@@ -153,7 +153,12 @@ func Run(ctx context.Context, cfg LoopConfig, batch func() int) (LoopStats, erro
 	timeoutMs := int(max(cfg.PollTimeout.Milliseconds(), 1))
 
 	var st LoopStats
-	lastWork := time.Now()
+	// emptyRun counts the empty turns since the last work; the adaptive
+	// mode's busy window is timed from the first of them (idleSince), and
+	// the clock is read only every idleClockTurns turns: a clock read costs
+	// as much as an empty turn.
+	emptyRun := 0
+	var idleSince time.Time
 	for !stop.Load() {
 		// One atomic load per turn when nothing changes.
 		if ctl != nil && ctl.pending.Load() {
@@ -163,13 +168,11 @@ func Run(ctx context.Context, cfg LoopConfig, batch func() int) (LoopStats, erro
 				ps.changed = false
 				rebuild()
 			}
-			lastWork = time.Now() // the change may bring traffic: spin a window
+			emptyRun = 0 // the change may bring traffic: spin a window
 		}
 		if batch() > 0 {
 			st.Batches++
-			if cfg.Mode == PollAdaptive {
-				lastWork = time.Now()
-			}
+			emptyRun = 0
 			continue
 		}
 		st.EmptyPolls++
@@ -180,7 +183,11 @@ func Run(ctx context.Context, cfg LoopConfig, batch func() int) (LoopStats, erro
 		case PollBusy:
 			continue
 		case PollAdaptive:
-			if time.Since(lastWork) < cfg.BusyWindow {
+			if emptyRun++; emptyRun == 1 {
+				idleSince = time.Now()
+				continue
+			}
+			if emptyRun%idleClockTurns != 0 || time.Since(idleSince) < cfg.BusyWindow {
 				continue
 			}
 		}
@@ -196,10 +203,14 @@ func Run(ctx context.Context, cfg LoopConfig, batch func() int) (LoopStats, erro
 			var buf [8]byte
 			unix.Read(efd, buf[:])
 		}
-		lastWork = time.Now() // woken: spin for one window before sleeping again
+		emptyRun = 0 // woken: spin for one window before sleeping again
 	}
 	return st, drain(ps.ports, cfg.DrainTimeout, batch)
 }
+
+// idleClockTurns is how often (in empty turns) an adaptive loop reads the
+// clock to see whether its busy window is over.
+const idleClockTurns = 64
 
 // TxPending is implemented by pollables that can have transmitted frames
 // in flight (AF_XDP sockets): the drain waits until none is.

@@ -252,3 +252,77 @@ func TestFakeZeroAllocs(t *testing.T) {
 	}
 	checkCounts(t, u)
 }
+
+// TestFakeElasticFill: a socket lending FillBase frames at rest doubles its
+// lending while bursts leave a backlog in the RX ring, up to the fill ring's
+// size and only while half the UMEM stays free; after a long calm it comes
+// back down. Frames are never lost or double-counted on the way.
+func TestFakeElasticFill(t *testing.T) {
+	// run delivers bursts of 600 frames, 40 at a time, with the worker
+	// reading 32 between deliveries (the kernel outpaces it), and returns
+	// the socket and the frames the kernel could not deliver (fill ring
+	// empty).
+	run := func(t *testing.T, umemFrames int, size uint32, base int) (*Socket, int) {
+		u := newFakeUMEM(umemFrames, 2048)
+		s, k := newElasticFakeSocket(u, 0, size, base)
+		frames := make([]Frame, 32)
+		pkt := testPacket(60, 1)
+		lost := 0
+		for range 20 {
+			for left := 600; left > 0; left -= 40 {
+				lost += 40 - k.deliver(repeatPkt(pkt, 40)...)
+				if n := s.Receive(frames); n > 0 {
+					s.Release(frames[:n])
+				}
+			}
+			for n := s.Receive(frames); n > 0; n = s.Receive(frames) {
+				s.Release(frames[:n])
+			}
+			if c := checkCounts(t, u); c.App != 0 || c.Tx != 0 || c.Fill != s.nFill {
+				t.Fatalf("frames after a burst: %+v (socket lends %d)", c, s.nFill)
+			}
+		}
+		return s, lost
+	}
+	t.Run("elastic", func(t *testing.T) {
+		s, lost := run(t, 8192, 1024, 64)
+		_, fixedLost := run(t, 8192, 64, 64)
+		t.Logf("lending 64 at rest: elastic grew to %d (%d doublings) and lost %d frames, fixed lost %d",
+			s.fillTarget, s.Stats().FillGrows, lost, fixedLost)
+		if s.fillTarget < 256 || s.Stats().FillGrows == 0 {
+			t.Fatalf("lending %d after bursts (grows %d), want it grown from 64", s.fillTarget, s.Stats().FillGrows)
+		}
+		if lost*4 > fixedLost {
+			t.Fatalf("elastic lending lost %d frames, fixed %d: no better", lost, fixedLost)
+		}
+		// Calm: receive calls with no backlog bring it back to the base.
+		for range 3 * fillCalmBatches {
+			s.adaptFill(0)
+		}
+		if s.fillTarget != 64 {
+			t.Fatalf("lending %d after a long calm, want the base 64", s.fillTarget)
+		}
+	})
+	t.Run("fixed", func(t *testing.T) {
+		s, _ := run(t, 8192, 1024, 1024)
+		if s.Stats().FillGrows != 0 || s.fillTarget != 1024 {
+			t.Fatalf("a fixed socket changed its lending to %d (grows %d)", s.fillTarget, s.Stats().FillGrows)
+		}
+	})
+	t.Run("pool-bound", func(t *testing.T) {
+		// A UMEM of 1,200 frames: lending stops growing once less than
+		// half of it would stay free.
+		s, _ := run(t, 1200, 1024, 64)
+		if s.fillTarget > 512 || s.fillTarget <= 64 {
+			t.Fatalf("lending %d of a 1,200-frame UMEM, want it grown but bounded", s.fillTarget)
+		}
+	})
+}
+
+func repeatPkt(p []byte, n int) [][]byte {
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = p
+	}
+	return out
+}

@@ -53,6 +53,15 @@ type SocketConfig struct {
 	// of two (default 1024 each). FillSize also bounds how many frames the
 	// socket lends the kernel for receiving.
 	RxSize, TxSize, FillSize, CompletionSize int
+	// FillBase, when set below FillSize, makes the lending elastic: the
+	// socket lends FillBase frames at rest and doubles what it lends, up
+	// to FillSize, whenever the kernel has used up three quarters of the
+	// lent frames while more wait in the RX ring, as long as at least half
+	// of the UMEM is free; after a long calm it halves it again. A socket
+	// that receives bursts (TCP over a veth) then absorbs them without the
+	// UMEM reserving the burst for every socket. RxSize should be at least
+	// FillSize. 0: FillSize (fixed lending).
+	FillBase int
 	// Mode forces copy or zero-copy mode. ModeAuto tries zero-copy and
 	// falls back to copy mode, logging why. Sockets after the first of a
 	// UMEM inherit its mode (the kernel decides it per UMEM).
@@ -78,15 +87,39 @@ type SocketStats struct {
 	// Kicks counts sendto calls, KickErrors those that failed with other
 	// than EAGAIN/EBUSY/ENOBUFS, Wakeups recvfrom/poll wakeups for RX.
 	Kicks, KickErrors, Wakeups uint64
+	// FillGrows counts the times elastic lending doubled (FillBase).
+	FillGrows uint64
 
 	KernelRxDropped, KernelRxInvalidDescs, KernelTxInvalidDescs uint64
 	KernelRxRingFull, KernelRxFillRingEmpty, KernelTxRingEmpty  uint64
+}
+
+// Add adds o's counters to st (totals over several sockets).
+func (st *SocketStats) Add(o SocketStats) {
+	st.RxPackets += o.RxPackets
+	st.RxBytes += o.RxBytes
+	st.RxInvalid += o.RxInvalid
+	st.TxPackets += o.TxPackets
+	st.TxBytes += o.TxBytes
+	st.TxInvalid += o.TxInvalid
+	st.TxRingFull += o.TxRingFull
+	st.Kicks += o.Kicks
+	st.KickErrors += o.KickErrors
+	st.Wakeups += o.Wakeups
+	st.FillGrows += o.FillGrows
+	st.KernelRxDropped += o.KernelRxDropped
+	st.KernelRxInvalidDescs += o.KernelRxInvalidDescs
+	st.KernelTxInvalidDescs += o.KernelTxInvalidDescs
+	st.KernelRxRingFull += o.KernelRxRingFull
+	st.KernelRxFillRingEmpty += o.KernelRxFillRingEmpty
+	st.KernelTxRingEmpty += o.KernelTxRingEmpty
 }
 
 type socketCounters struct {
 	rxPackets, rxBytes, rxInvalid             atomic.Uint64
 	txPackets, txBytes, txInvalid, txRingFull atomic.Uint64
 	kicks, kickErrors, wakeups                atomic.Uint64
+	fillGrows                                 atomic.Uint64
 }
 
 // Socket is an AF_XDP socket bound to one queue of one interface, with its
@@ -112,9 +145,14 @@ type Socket struct {
 
 	fillTarget int // most frames lent to the kernel for RX
 	nFill      int // frames lent to the kernel for RX
-	nTx        int // frames on the TX ring or in flight
-	txBudget   int // descriptors one copy-mode sendto sends
-	scratch    []uint64
+	// fillBase is what an elastic socket lends at rest (fillTarget when
+	// not elastic), fillCalm the refills since the lending last had to
+	// grow.
+	fillBase int
+	fillCalm int
+	nTx      int // frames on the TX ring or in flight
+	txBudget int // descriptors one copy-mode sendto sends
+	scratch  []uint64
 
 	counters    socketCounters
 	lastKickErr atomic.Uint32
@@ -200,6 +238,13 @@ func (u *UMEM) newSocket(cfg SocketConfig) (_ *Socket, err error) {
 			return nil, fmt.Errorf("new socket: %w", err)
 		}
 	}
+	fillBase := int(sizes[2])
+	if cfg.FillBase < 0 {
+		return nil, fmt.Errorf("new socket: fill base %d is negative", cfg.FillBase)
+	}
+	if cfg.FillBase > 0 {
+		fillBase = min(cfg.FillBase, fillBase)
+	}
 	ifindex, ifname := cfg.Ifindex, cfg.Interface
 	if ifname != "" {
 		ifi, err := net.InterfaceByName(ifname)
@@ -238,7 +283,8 @@ func (u *UMEM) newSocket(cfg SocketConfig) (_ *Socket, err error) {
 		ifname:     ifname,
 		queue:      cfg.Queue,
 		port:       cfg.Port,
-		fillTarget: int(sizes[2]),
+		fillTarget: fillBase,
+		fillBase:   fillBase,
 		txBudget:   copyModeTxBatch,
 		scratch:    make([]uint64, max(sizes[3], sizes[2])),
 	}
@@ -442,6 +488,10 @@ func (s *Socket) Receive(frames []Frame) int {
 		bytes += uint64(d.Len)
 		got++
 	}
+	if s.fillBase < int(s.fill.size) {
+		// What the kernel had filled and we had not read, this batch included.
+		s.adaptFill(int(atomic.LoadUint32(s.rx.producer) - s.rx.cachedCons))
+	}
 	s.rx.consRelease(n)
 	u.nApp += got
 	s.refill()
@@ -479,6 +529,37 @@ func (s *Socket) refill() bool {
 	s.nFill += n
 	u.nFill += n
 	return true
+}
+
+// fillCalmBatches is how many receive calls without a sign of starvation
+// an elastic socket waits before halving what it lends (tens of
+// milliseconds of busy polling; bursts every few milliseconds keep the
+// lending up).
+const fillCalmBatches = 1 << 16
+
+// adaptFill grows or shrinks an elastic socket's lending (FillBase) when a
+// receive found backlog frames in the RX ring. The sign of starvation: more
+// than half of what the socket lends is filled and waiting for the worker,
+// so the next burst would find the fill ring empty and be
+// dropped (rx_fill_ring_empty_descs). (The fill ring's consumer index is
+// no signal: the kernel takes every visible entry into a private cache at
+// once.)
+func (s *Socket) adaptFill(backlog int) {
+	u := s.umem
+	if backlog > s.fillTarget/2 {
+		s.fillCalm = 0
+		if s.fillTarget < int(s.fill.size) && 2*len(u.free) > u.nframes {
+			s.fillTarget = min(2*s.fillTarget, int(s.fill.size))
+			s.counters.fillGrows.Add(1)
+		}
+		return
+	}
+	if s.fillTarget > s.fillBase {
+		if s.fillCalm++; s.fillCalm >= fillCalmBatches {
+			s.fillTarget = max(s.fillTarget/2, s.fillBase)
+			s.fillCalm = 0
+		}
+	}
 }
 
 // Transmit implements datapath.Port. It queues frames on the TX ring
@@ -636,7 +717,7 @@ func (s *Socket) Stats() SocketStats {
 		RxPackets: c.rxPackets.Load(), RxBytes: c.rxBytes.Load(), RxInvalid: c.rxInvalid.Load(),
 		TxPackets: c.txPackets.Load(), TxBytes: c.txBytes.Load(), TxInvalid: c.txInvalid.Load(),
 		TxRingFull: c.txRingFull.Load(), Kicks: c.kicks.Load(), KickErrors: c.kickErrors.Load(),
-		Wakeups: c.wakeups.Load(),
+		Wakeups: c.wakeups.Load(), FillGrows: c.fillGrows.Load(),
 	}
 	var ks unix.XDPStatistics
 	if s.fd >= 0 && getsockopt(s.fd, unix.SOL_XDP, unix.XDP_STATISTICS, unsafe.Pointer(&ks), unsafe.Sizeof(ks)) == nil {

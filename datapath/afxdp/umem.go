@@ -198,11 +198,21 @@ func (u *UMEM) Counts() FrameCounts {
 // UMEM did not have out (double release, foreign frame); they were ignored.
 func (u *UMEM) InvalidReleases() uint64 { return u.invalid.Load() }
 
+// publish makes the counts visible to Counts. A store is skipped when the
+// value did not change: an idle poll loop publishes once per socket per
+// turn, and an atomic store is a full barrier on amd64 where a load is a
+// plain read.
 func (u *UMEM) publish() {
-	u.pubFree.Store(int64(len(u.free)))
-	u.pubFill.Store(int64(u.nFill))
-	u.pubApp.Store(int64(u.nApp))
-	u.pubTx.Store(int64(u.nTx))
+	publishCount(&u.pubFree, len(u.free))
+	publishCount(&u.pubFill, u.nFill)
+	publishCount(&u.pubApp, u.nApp)
+	publishCount(&u.pubTx, u.nTx)
+}
+
+func publishCount(p *atomic.Int64, v int) {
+	if p.Load() != int64(v) {
+		p.Store(int64(v))
+	}
 }
 
 // frame returns the buffer of the frame at base address base.

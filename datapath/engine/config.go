@@ -126,6 +126,17 @@ type Config struct {
 	// AddInterface (default 256: a pod's veth rarely needs an uplink's
 	// depth, and every ring's worth of frames is lent to the kernel).
 	RuntimeRingSize int
+	// BurstRingSize is the RX and fill ring size of every AF_XDP socket,
+	// for elastic lending (afxdp.SocketConfig.FillBase): a socket lends
+	// its ring size's worth of frames at rest, and up to BurstRingSize
+	// while bursts outpace its worker and at least half of the UMEM is
+	// free. TCP over veths arrives in bursts of whole TSO super-packets
+	// (44 frames each) and a starved fill ring drops them, which costs far
+	// more in retransmissions than the frames cost; the UMEM is not sized
+	// for it (idle sockets' share is what a busy one borrows). A power of
+	// two (default 4096, or the ring size when larger); equal to the ring
+	// size: fixed lending.
+	BurstRingSize int
 
 	// WorkerCPUs pins worker i's thread to CPU WorkerCPUs[i] (a worker
 	// without an entry, or with a negative one, is not pinned). Pin workers
@@ -147,6 +158,7 @@ type Config struct {
 const (
 	defaultRingSize        = 1024
 	defaultRuntimeRingSize = 256
+	defaultBurstRingSize   = 4096
 	minFrames              = 4096
 	// frameSize is the UMEM / pool frame size: a 1500-byte frame plus
 	// VXLAN encapsulation plus the 256-byte XDP headroom fit with room to
@@ -227,6 +239,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if !validRing(cfg.RuntimeRingSize) {
 		return cfg, fmt.Errorf("engine: runtime ring size %d is not a power of two in 64..65536", cfg.RuntimeRingSize)
+	}
+	if cfg.BurstRingSize == 0 {
+		cfg.BurstRingSize = defaultBurstRingSize
+	}
+	if !validRing(cfg.BurstRingSize) {
+		return cfg, fmt.Errorf("engine: burst ring size %d is not a power of two in 64..65536", cfg.BurstRingSize)
 	}
 	if cfg.RuntimeInterfaces < 0 || len(cfg.Interfaces)+cfg.RuntimeInterfaces >= int(datapath.NoPort) {
 		return cfg, fmt.Errorf("engine: %d runtime interfaces out of range 0..%d", cfg.RuntimeInterfaces,

@@ -186,6 +186,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	for _, m := range []string{
 		`tabby_dataplane_drops_total{reason="no_route"}`, `tabby_dataplane_drops_total{reason="policy"} `,
 		`tabby_dataplane_packets_total{direction="rx"}`, `tabby_datastore_synced{kind="IPPool"} 1`,
+		`tabby_dataplane_socket_drops_total{reason="rx_dropped"} `, "tabby_dataplane_socket_kicks_total ",
 		`tabby_datastore_ready 1`, "tabby_reconcile_total ", "tabby_reconcile_duration_seconds_count ",
 		"tabby_ipam_blocks 1", "tabby_ipam_addresses_in_use 1", `tabby_fib_routes{family="ipv4"} `,
 		"tabby_policy_compile_duration_seconds_count ", "tabby_policy_generation ",

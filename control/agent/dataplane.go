@@ -86,6 +86,12 @@ func (d *afxdpDataplane) setPolicy(c *acl.Compiled, state func() *acl.State) err
 
 func (d *afxdpDataplane) counters() (datapath.Counters, bool) { return d.eng.Counters(), true }
 
+// socketTotals returns the AF_XDP sockets' counters, removed pods' included.
+func (d *afxdpDataplane) socketTotals() afxdp.SocketStats { return d.eng.SocketTotals() }
+
+// frames returns where the UMEM frames are.
+func (d *afxdpDataplane) frames() afxdp.FrameCounts { return d.eng.Frames() }
+
 func (d *afxdpDataplane) err() error {
 	select {
 	case <-d.eng.Done():

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tabbynet/tabby/control/resources"
 	"github.com/tabbynet/tabby/datapath"
+	"github.com/tabbynet/tabby/datapath/afxdp"
 )
 
 // Metric names (all prefixed tabby_).
@@ -35,6 +36,13 @@ import (
 //	tabby_dataplane_bytes_total{direction}     rx/tx bytes (afxdp)
 //	tabby_dataplane_forwarded_total{to}        local/remote/host deliveries
 //	tabby_dataplane_drops_total{reason}        drops per reason (afxdp)
+//	tabby_dataplane_socket_drops_total{reason} frames lost at the AF_XDP sockets, by the kernel
+//	                                           (rx_dropped, rx_ring_full, fill_ring_empty,
+//	                                           rx_invalid_descs, tx_invalid_descs) or refused by
+//	                                           Tabby (rx_invalid, tx_invalid, tx_ring_full) (afxdp)
+//	tabby_dataplane_socket_kicks_total         copy-mode TX sendto kicks (afxdp)
+//	tabby_dataplane_frames{state}              UMEM frames: free, fill (lent to the kernel for RX),
+//	                                           app (in a batch), tx (in transmission) (afxdp)
 //	tabby_dataplane_interfaces{origin}         engine interfaces: config, pod (afxdp)
 //	tabby_dataplane_interface_operations_total{op,result,xdp_mode,socket_mode}
 //	                                           pods' veths attached/detached (afxdp)
@@ -143,6 +151,9 @@ type dataplaneCollector struct {
 	bytes   *prometheus.Desc
 	fwd     *prometheus.Desc
 	drops   *prometheus.Desc
+	sdrops  *prometheus.Desc
+	kicks   *prometheus.Desc
+	frames  *prometheus.Desc
 }
 
 func newDataplaneCollector(dp func() dataplane) *dataplaneCollector {
@@ -156,6 +167,12 @@ func newDataplaneCollector(dp func() dataplane) *dataplaneCollector {
 			[]string{"to"}, nil),
 		drops: prometheus.NewDesc("tabby_dataplane_drops_total", "Packets dropped by the dataplane, per reason.",
 			[]string{"reason"}, nil),
+		sdrops: prometheus.NewDesc("tabby_dataplane_socket_drops_total",
+			"Frames lost at the AF_XDP sockets (kernel XDP_STATISTICS and frames Tabby refused), per reason.",
+			[]string{"reason"}, nil),
+		kicks: prometheus.NewDesc("tabby_dataplane_socket_kicks_total", "Copy-mode TX sendto kicks.", nil, nil),
+		frames: prometheus.NewDesc("tabby_dataplane_frames", "UMEM frames by state (free, fill, app, tx).",
+			[]string{"state"}, nil),
 	}
 }
 
@@ -164,6 +181,9 @@ func (c *dataplaneCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.bytes
 	ch <- c.fwd
 	ch <- c.drops
+	ch <- c.sdrops
+	ch <- c.kicks
+	ch <- c.frames
 }
 
 func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
@@ -187,6 +207,30 @@ func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.fwd, ct.ToHost, "host")
 	for _, r := range datapath.DropReasons() {
 		counter(c.drops, ct.Drops[r], r.String())
+	}
+	if sd, ok := dp.(interface{ socketTotals() afxdp.SocketStats }); ok {
+		st := sd.socketTotals()
+		for _, r := range []struct {
+			v    uint64
+			name string
+		}{
+			{st.KernelRxDropped, "rx_dropped"}, {st.KernelRxRingFull, "rx_ring_full"},
+			{st.KernelRxFillRingEmpty, "fill_ring_empty"}, {st.KernelRxInvalidDescs, "rx_invalid_descs"},
+			{st.KernelTxInvalidDescs, "tx_invalid_descs"}, {st.RxInvalid, "rx_invalid"},
+			{st.TxInvalid, "tx_invalid"}, {st.TxRingFull, "tx_ring_full"},
+		} {
+			counter(c.sdrops, r.v, r.name)
+		}
+		ch <- prometheus.MustNewConstMetric(c.kicks, prometheus.CounterValue, float64(st.Kicks))
+	}
+	if fd, ok := dp.(interface{ frames() afxdp.FrameCounts }); ok {
+		f := fd.frames()
+		for _, s := range []struct {
+			v    int
+			name string
+		}{{f.Free, "free"}, {f.Fill, "fill"}, {f.App, "app"}, {f.Tx, "tx"}} {
+			ch <- prometheus.MustNewConstMetric(c.frames, prometheus.GaugeValue, float64(s.v), s.name)
+		}
 	}
 }
 

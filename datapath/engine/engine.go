@@ -42,6 +42,9 @@ type Engine struct {
 	closed   bool
 	closeErr error
 	final    *Stats // recorded by Close before the sockets close
+	// retired sums the counters of the AF_XDP sockets removed so far, so
+	// that SocketTotals never goes backwards when a pod leaves.
+	retired afxdp.SocketStats
 }
 
 // ifaceState is what the engine learned and created for one interface.
@@ -51,6 +54,7 @@ type ifaceState struct {
 	ifindex    int
 	mtu        int
 	ring       int               // AF_XDP ring size of its sockets
+	burstRing  int               // RX and fill ring size (Config.BurstRingSize)
 	runtime    bool              // added by AddInterface
 	workload   bool              // Interface.Workload
 	attachment *afxdp.Attachment // AF_XDP only
@@ -144,7 +148,7 @@ func (e *Engine) resolve(ifc Interface, port datapath.PortID, runtime bool) (*if
 		return nil, fmt.Errorf("engine: interface %s: %w", ifc.Name, err)
 	}
 	is := &ifaceState{name: ifc.Name, port: port, ifindex: ifi.Index, mtu: ifi.MTU,
-		ring: e.cfg.ringSize(ifc, runtime), runtime: runtime, workload: ifc.Workload}
+		ring: e.cfg.ringSize(ifc, runtime), burstRing: e.cfg.BurstRingSize, runtime: runtime, workload: ifc.Workload}
 	if e.cfg.PortKind == PortAFPacket {
 		is.xdpReason = "af_packet ports: no XDP program"
 	}
@@ -200,8 +204,9 @@ func (e *Engine) setupAFXDP() error {
 // socketConfig returns the configuration of the interface's socket on a
 // queue.
 func (is *ifaceState) socketConfig(queue int) afxdp.SocketConfig {
+	rx := max(is.ring, is.burstRing)
 	return afxdp.SocketConfig{Interface: is.name, Queue: queue, Port: is.port,
-		RxSize: is.ring, TxSize: is.ring, FillSize: is.ring, CompletionSize: is.ring}
+		RxSize: rx, TxSize: is.ring, FillSize: rx, CompletionSize: is.ring, FillBase: is.ring}
 }
 
 // bindBusyWindow is how long Start retries binding a socket to a queue that
@@ -407,6 +412,50 @@ func (e *Engine) Stats() Stats {
 		return *e.final
 	}
 	return e.stats()
+}
+
+// SocketTotals returns the AF_XDP socket counters summed over every socket
+// the engine has had (the removed ones included): monotonic counters for
+// metrics such as the kernel's drops at the sockets.
+func (e *Engine) SocketTotals() afxdp.SocketStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	t := e.retired
+	if e.final != nil {
+		for _, p := range e.final.Ports {
+			t.Add(p.XDP)
+		}
+		return t
+	}
+	for _, w := range e.workers {
+		for _, s := range w.sockets {
+			if s != nil {
+				t.Add(s.Stats())
+			}
+		}
+	}
+	return t
+}
+
+// Frames returns where the frames of the workers' UMEMs are (AF_XDP):
+// free, lent to the kernel for receiving, held by the dataplane, or in
+// transmission.
+func (e *Engine) Frames() afxdp.FrameCounts {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.final != nil {
+		return e.final.Frames
+	}
+	var t afxdp.FrameCounts
+	for _, w := range e.workers {
+		f := w.frames()
+		t.Total += f.Total
+		t.Free += f.Free
+		t.Fill += f.Fill
+		t.App += f.App
+		t.Tx += f.Tx
+	}
+	return t
 }
 
 // stats reads the live statistics; e.mu is held and the sockets are open.

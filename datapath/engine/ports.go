@@ -290,8 +290,12 @@ func (e *Engine) retireSocket(w *worker, port datapath.PortID, s *afxdp.Socket, 
 			time.Sleep(200 * time.Microsecond)
 		}
 	}
+	last := s.Stats()
 	errs = append(errs, s.Shutdown())
 	errs = append(errs, w.exec(func(*afxdp.PortSet) error { return w.umem.Forget(s) }))
+	e.mu.Lock()
+	e.retired.Add(last)
+	e.mu.Unlock()
 	return errors.Join(errs...)
 }
 

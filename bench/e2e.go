@@ -58,6 +58,8 @@ const (
 	EnvE2ENice = "TABBY_BENCH_E2E_NICE"
 	// EnvE2ERing sets the afxdp DUT's ring size (a power of two).
 	EnvE2ERing = "TABBY_BENCH_E2E_RING"
+	// EnvE2EBatch sets the afxdp DUT worker's receive batch (1..256).
+	EnvE2EBatch = "TABBY_BENCH_E2E_BATCH"
 )
 
 // DefaultE2EChart is the chart path when EnvChart is unset.
@@ -200,7 +202,7 @@ func e2eFromEnv(cfg *e2e.Config) error {
 	for _, n := range []struct {
 		env string
 		dst *int
-	}{{EnvE2EReps, &cfg.Reps}, {EnvE2ERoutes, &cfg.Routes}, {EnvE2ENice, &cfg.WorkerNice}, {EnvE2ERing, &cfg.RingSize}} {
+	}{{EnvE2EReps, &cfg.Reps}, {EnvE2ERoutes, &cfg.Routes}, {EnvE2ENice, &cfg.WorkerNice}, {EnvE2ERing, &cfg.RingSize}, {EnvE2EBatch, &cfg.BatchSize}} {
 		if v := os.Getenv(n.env); v != "" {
 			x, err := strconv.Atoi(v)
 			if err != nil {

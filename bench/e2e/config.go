@@ -162,6 +162,9 @@ type Config struct {
 	WorkerNice int
 	// RingSize is the afxdp DUT's ring size (engine.Config; 0: default).
 	RingSize int
+	// BatchSize is the afxdp DUT worker's receive batch (engine.Config; 0:
+	// default).
+	BatchSize int
 	// Progress receives one line per step (nil: discarded).
 	Progress func(format string, args ...any)
 	// Emit, if set, receives every result as soon as it is measured.

@@ -169,7 +169,6 @@ func (a *afxdpDUT) start(ctx context.Context, cs caseSpec) error {
 		Tables:        a.tables,
 		PortKind:      engine.PortAFXDP,
 		PollMode:      a.l.pollMode,
-		BatchSize:     64,
 		PodCIDRs:      pods,
 		NodeAddress:   node,
 		HostAddresses: []netip.Addr{dutInIP, dutOut},
@@ -177,6 +176,7 @@ func (a *afxdpDUT) start(ctx context.Context, cs caseSpec) error {
 		WorkerCPUs:    []int{a.l.workerCPU},
 		WorkerNice:    a.l.nice,
 		RingSize:      a.l.ring,
+		BatchSize:     a.l.batch,
 		Logger:        a.log,
 	})
 	if err != nil {

@@ -93,7 +93,7 @@ func Run(ctx context.Context, cfg Config) (results []Result, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("e2e: topology: %w", err)
 	}
-	l.pollMode, l.nice, l.ring = cfg.PollMode, cfg.WorkerNice, cfg.RingSize
+	l.pollMode, l.nice, l.ring, l.batch = cfg.PollMode, cfg.WorkerNice, cfg.RingSize, cfg.BatchSize
 	if cfg.PinWorker {
 		l.workerCPU = dutWorkerCPU()
 	}

@@ -124,6 +124,7 @@ type lab struct {
 	pollMode afxdp.PollMode
 	nice     int
 	ring     int
+	batch    int
 }
 
 func toMAC(hw net.HardwareAddr) header.MAC {

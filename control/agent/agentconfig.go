@@ -26,6 +26,7 @@ type AgentConfigurationSpec struct {
 	PollMode            string   `json:"pollMode,omitempty"`
 	MaxPods             int      `json:"maxPods,omitempty"`
 	PodRingSize         int      `json:"podRingSize,omitempty"`
+	BurstRingSize       int      `json:"burstRingSize,omitempty"`
 	PodChecksumOffload  string   `json:"podChecksumOffload,omitempty"`
 	NodeAddress         string   `json:"nodeAddress,omitempty"`
 	IPv4PoolCIDR        string   `json:"ipv4PoolCIDR,omitempty"`

@@ -243,6 +243,16 @@ var configKeys = []configKey{
 			c.PodRingSize = n
 			return nil
 		}},
+	{name: "burstRingSize", env: "BURST_RING_SIZE",
+		usage: "RX/fill ring size of the afxdp sockets, a power of two in 64..16384 (4096): frames a busy socket may borrow",
+		set: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 64 || n > 16384 || n&(n-1) != 0 {
+				return errors.New("must be a power of two in 64..16384")
+			}
+			c.BurstRingSize = n
+			return nil
+		}},
 	{name: "podChecksumOffload", env: "POD_CHECKSUM_OFFLOAD",
 		usage: "pods' TX checksum offload: auto (off with afxdp), on or off (off on kernel nodes next to afxdp nodes over veths)",
 		set: func(c *Config, v string) error {

@@ -156,7 +156,7 @@ func startAFXDP(ctx context.Context, s dataplaneSetup) (_ *afxdpDataplane, err e
 	}
 	ec := engine.Config{Interfaces: ifs, Tables: tables, PollMode: s.cfg.PollMode, PodCIDRs: s.podCIDRs,
 		HostAddresses: s.hostAddrs, Netns: s.netns, Logger: s.log.With("component", "engine"),
-		RuntimeInterfaces: s.cfg.MaxPods, RuntimeRingSize: s.cfg.PodRingSize}
+		RuntimeInterfaces: s.cfg.MaxPods, RuntimeRingSize: s.cfg.PodRingSize, BurstRingSize: s.cfg.BurstRingSize}
 	if s.nodeAddr.IsValid() {
 		ec.NodeAddress = s.nodeAddr.Addr()
 	}

@@ -65,6 +65,7 @@
 //	pollMode             TABBY_POLL_MODE          adaptive (busy, interrupt)
 //	maxPods              TABBY_MAX_PODS           110 (afxdp: pods' veths the engine serves)
 //	podRingSize          TABBY_POD_RING_SIZE      256 (afxdp: 2.25 MiB of frames per pod)
+//	burstRingSize        TABBY_BURST_RING_SIZE    4096 (afxdp: frames a busy socket may borrow)
 //	podChecksumOffload   TABBY_POD_CHECKSUM_OFFLOAD  auto (off with afxdp; on, off)
 //	nodeAddress          TABBY_IP                 first IPv4 address of the uplink
 //	ipv4PoolCIDR         TABBY_IPV4POOL_CIDR      none (ipv4PoolBlockSize, ipv4PoolIPIP,

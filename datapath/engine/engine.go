@@ -112,7 +112,8 @@ func Start(ctx context.Context, cfg Config) (*Engine, error) {
 		close(e.done)
 	}()
 	e.log.Info("engine started", "ports", cfg.PortKind, "interfaces", len(cfg.Interfaces),
-		"workers", len(e.workers), "poll", cfg.PollMode, "batch", cfg.BatchSize, "frames", e.frameTotal())
+		"workers", len(e.workers), "poll", cfg.PollMode, "batch", cfg.BatchSize, "frames", e.frameTotal(),
+		"burst_ring", cfg.BurstRingSize)
 	return e, nil
 }
 

@@ -73,6 +73,19 @@ func TestCloseLeavesNothing(t *testing.T) {
 			if n := waitWorkerGoroutines(1); n != 1 {
 				t.Fatalf("%d worker goroutines, want 1", n)
 			}
+			if kind == PortAFXDP {
+				// At rest every socket lends its ring size's worth of
+				// frames, not the burst ring's (elastic lending).
+				want := 2 * e.cfg.RingSize
+				deadline := time.Now().Add(2 * time.Second)
+				for e.Frames().Fill != want && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if f := e.Frames(); f.Fill != want || e.cfg.BurstRingSize <= e.cfg.RingSize {
+					t.Fatalf("at rest: frames %+v, want %d lent (rings %d, burst rings %d)", f, want,
+						e.cfg.RingSize, e.cfg.BurstRingSize)
+				}
+			}
 
 			// Traffic from gen until after Close.
 			stop := make(chan struct{})

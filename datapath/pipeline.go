@@ -58,11 +58,13 @@ type Worker struct {
 	rx    []Frame
 	slots []slot
 	dst4  []uint32
-	idx4  []uint16
-	nh4   []uint32
-	dst6  [][16]byte
-	idx6  []uint16
-	nh6   []uint32
+	// prefetch holds a batch's frame addresses for one prefetch call.
+	prefetch []uintptr
+	idx4     []uint16
+	nh4      []uint32
+	dst6     [][16]byte
+	idx6     []uint16
+	nh6      []uint32
 	// tx holds, per egress port, the batch indexes of the frames to send;
 	// drops those to release. Frames stay in place until flush gathers
 	// them into out: copying a Frame right after the pipeline rewrote its
@@ -118,20 +120,21 @@ func NewWorker(tables *Tables, cfg WorkerConfig) (*Worker, error) {
 		return nil, fmt.Errorf("new worker: batch size %d out of range 1..%d", b, MaxBatchSize)
 	}
 	w := &Worker{
-		tables: tables,
-		ports:  append([]Port(nil), cfg.Ports...),
-		batch:  b,
-		rx:     make([]Frame, b),
-		slots:  make([]slot, b),
-		dst4:   make([]uint32, b),
-		idx4:   make([]uint16, b),
-		nh4:    make([]uint32, b),
-		dst6:   make([][16]byte, b),
-		idx6:   make([]uint16, b),
-		nh6:    make([]uint32, b),
-		tx:     make([][]uint16, len(cfg.Ports)),
-		drops:  make([]uint16, 0, b),
-		out:    make([]Frame, 0, b),
+		tables:   tables,
+		ports:    append([]Port(nil), cfg.Ports...),
+		batch:    b,
+		rx:       make([]Frame, b),
+		slots:    make([]slot, b),
+		dst4:     make([]uint32, b),
+		prefetch: make([]uintptr, 0, b),
+		idx4:     make([]uint16, b),
+		nh4:      make([]uint32, b),
+		dst6:     make([][16]byte, b),
+		idx6:     make([]uint16, b),
+		nh6:      make([]uint32, b),
+		tx:       make([][]uint16, len(cfg.Ports)),
+		drops:    make([]uint16, 0, b),
+		out:      make([]Frame, 0, b),
 
 		filter:    acl.NewFilter(acl.FilterConfig{Conntrack: cfg.Conntrack}),
 		polPkts:   make([]acl.Packet, b),
@@ -261,7 +264,7 @@ func (w *Worker) Process(frames []Frame) {
 		c.publish()
 		return
 	}
-	prefetchFrames(frames)
+	w.prefetchFrames(frames)
 	w.classify(snap, frames)
 	if snap.Node.EnforcePolicy {
 		w.policy(snap, frames)
@@ -296,18 +299,15 @@ func (w *Worker) Process(frames []Frame) {
 // (written when forward encapsulates in place). In AF_XDP copy mode the
 // kernel wrote the packet on another CPU, so parsing would otherwise wait
 // for one cache miss per frame in turn; hinted together they overlap.
-func prefetchFrames(frames []Frame) {
+func (w *Worker) prefetchFrames(frames []Frame) {
+	addrs := w.prefetch[:0]
 	for i := range frames {
 		f := &frames[i]
-		if f.Off < 0 || f.Off >= len(f.Buf) {
-			continue
-		}
-		base := unsafe.Pointer(unsafe.SliceData(f.Buf))
-		prefetch.Read(unsafe.Add(base, f.Off))
-		if f.Off >= 1 {
-			prefetch.Write(unsafe.Add(base, f.Off-1))
+		if f.Off >= 1 && f.Off < len(f.Buf) {
+			addrs = append(addrs, uintptr(unsafe.Pointer(unsafe.SliceData(f.Buf)))+uintptr(f.Off))
 		}
 	}
+	prefetch.Lines(addrs)
 }
 
 // classify is stage 1: decode, verify, and decapsulate tunnel traffic for

@@ -13,3 +13,21 @@ TEXT ·Write(SB), NOSPLIT, $0-8
 	// CPUs without the instruction decode it as a NOP.
 	BYTE $0x0F; BYTE $0x0D; BYTE $0x08
 	RET
+
+// func Lines(addrs []uintptr)
+TEXT ·Lines(SB), NOSPLIT, $0-24
+	MOVQ addrs_base+0(FP), SI
+	MOVQ addrs_len+8(FP), CX
+	TESTQ CX, CX
+	JZ done
+loop:
+	MOVQ (SI), AX
+	PREFETCHT0 (AX)
+	DECQ AX
+	// PREFETCHW (AX)
+	BYTE $0x0F; BYTE $0x0D; BYTE $0x08
+	ADDQ $8, SI
+	DECQ CX
+	JNZ loop
+done:
+	RET

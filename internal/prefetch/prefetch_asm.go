@@ -14,3 +14,11 @@ func Read(p unsafe.Pointer)
 //
 //go:noescape
 func Write(p unsafe.Pointer)
+
+// Lines hints, for every address in addrs, that the cache line holding it
+// will be read soon and the line holding the byte before it written soon:
+// a received frame's headers and the headroom an in-place encapsulation
+// writes. One call for a whole batch (an assembly function is not inlined).
+//
+//go:noescape
+func Lines(addrs []uintptr)

@@ -9,3 +9,6 @@ func Read(p unsafe.Pointer) {}
 
 // Write does nothing on this architecture.
 func Write(p unsafe.Pointer) {}
+
+// Lines does nothing on this architecture.
+func Lines(addrs []uintptr) {}

@@ -23,6 +23,14 @@ func TestHintsAreHarmless(t *testing.T) {
 			t.Fatalf("byte %d changed to %d", i, buf[i])
 		}
 	}
+	addrs := []uintptr{uintptr(unsafe.Pointer(&buf[Line])), uintptr(unsafe.Pointer(&buf[3*Line]))}
+	Lines(addrs)
+	Lines(nil)
+	for i := range buf {
+		if buf[i] != byte(i) {
+			t.Fatalf("byte %d changed to %d by Lines", i, buf[i])
+		}
+	}
 	// A hint for memory that may not be touched is dropped, not a fault.
 	none, err := unix.Mmap(-1, 0, 4096, unix.PROT_NONE, unix.MAP_PRIVATE|unix.MAP_ANON)
 	if err != nil {
@@ -31,6 +39,7 @@ func TestHintsAreHarmless(t *testing.T) {
 	defer unix.Munmap(none)
 	Read(unsafe.Pointer(&none[0]))
 	Write(unsafe.Pointer(&none[64]))
+	Lines([]uintptr{uintptr(unsafe.Pointer(&none[128]))})
 }
 
 func BenchmarkRead(b *testing.B) {

@@ -58,6 +58,19 @@ func splitList(v string) []string {
 	return out
 }
 
+// powerOfTwo returns a setter for an integer key that must be a power of two
+// in lo..hi, stored where field points.
+func powerOfTwo(lo, hi int, field func(*Config) *int) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi || n&(n-1) != 0 {
+			return fmt.Errorf("must be a power of two in %d..%d", lo, hi)
+		}
+		*field(c) = n
+		return nil
+	}
+}
+
 func oneOf(v string, allowed ...string) error {
 	for _, a := range allowed {
 		if v == a {
@@ -235,24 +248,10 @@ var configKeys = []configKey{
 		}},
 	{name: "podRingSize", env: "POD_RING_SIZE",
 		usage: "ring size of a pod's AF_XDP socket, a power of two in 64..4096 (256; memory: 2x+64 frames of 4 KiB per pod)",
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 64 || n > 4096 || n&(n-1) != 0 {
-				return errors.New("must be a power of two in 64..4096")
-			}
-			c.PodRingSize = n
-			return nil
-		}},
+		set:   powerOfTwo(64, 4096, func(c *Config) *int { return &c.PodRingSize })},
 	{name: "burstRingSize", env: "BURST_RING_SIZE",
 		usage: "RX/fill ring size of the afxdp sockets, a power of two in 64..16384 (4096): frames a busy socket may borrow",
-		set: func(c *Config, v string) error {
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 64 || n > 16384 || n&(n-1) != 0 {
-				return errors.New("must be a power of two in 64..16384")
-			}
-			c.BurstRingSize = n
-			return nil
-		}},
+		set:   powerOfTwo(64, 16384, func(c *Config) *int { return &c.BurstRingSize })},
 	{name: "podChecksumOffload", env: "POD_CHECKSUM_OFFLOAD",
 		usage: "pods' TX checksum offload: auto (off with afxdp), on or off (off on kernel nodes next to afxdp nodes over veths)",
 		set: func(c *Config, v string) error {

@@ -9,6 +9,13 @@
 // Update and Delete are etcd transactions comparing it, so each is one
 // atomic compare-and-swap.
 //
+// Objects (objects.go) gives the same storage, compare-and-swap and watch
+// for kinds package resources does not define — the agent's
+// AgentConfiguration, Tier, NetworkPolicy, GlobalNetworkPolicy and
+// WorkloadEndpoint — on JSON documents, so the agent's object store
+// (agent.EtcdObjects) lives next to the datastore's keys without this
+// package importing the agent.
+//
 // The backend talks to an external cluster by endpoints, with TLS when
 // CertFile/KeyFile/CAFile are given, or to an embedded single-member server
 // (StartEmbedded) on 127.0.0.1.

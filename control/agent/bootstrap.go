@@ -70,7 +70,7 @@ func (a *Agent) connect(ctx context.Context, c *Config) error {
 		return err
 	}
 	a.ds = ds
-	a.objs = NewEtcdObjects(ds.Client(), ds.Prefix(), a.opts.ProbeInterval, a.log.With("component", "objects"))
+	a.objs = NewEtcdObjects(ds)
 	a.store = &Store{DS: a.ds, Objects: a.objs}
 	return nil
 }

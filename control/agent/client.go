@@ -77,7 +77,7 @@ func OpenStore(c Config) (*Store, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return &Store{DS: ds, Objects: NewEtcdObjects(ds.Client(), ds.Prefix(), 0, nil)}, ds.Close, nil
+	return &Store{DS: ds, Objects: NewEtcdObjects(ds)}, ds.Close, nil
 }
 
 // Client talks to an agent's HTTP API: over its unix socket

@@ -87,8 +87,9 @@
 // NetworkPolicy, GlobalNetworkPolicy and WorkloadEndpoint (tabby.dev/v1,
 // fields after Calico v3) are therefore stored by an ObjectStore: with
 // etcd, EtcdObjects keeps them next to the datastore's keys
-// (<prefix>networkpolicies/<namespace>/<name>, ...) with the same
-// compare-and-swap and list-then-watch contract; with Kubernetes,
+// (<prefix>networkpolicies/<namespace>/<name>, ...) through
+// etcd.Datastore.Objects, with the same compare-and-swap and
+// list-then-watch contract; with Kubernetes,
 // KubernetesObjects keeps them as custom resources (deploy/crds) through
 // kubernetes.Datastore.Objects, with the apiserver's resourceVersions.
 // Store gives the CLI and the agent one view of every kind. Moving these

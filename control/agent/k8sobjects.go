@@ -2,11 +2,8 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"sync"
 
-	"github.com/tabbynet/tabby/control/datastore"
 	"github.com/tabbynet/tabby/control/datastore/kubernetes"
 	"github.com/tabbynet/tabby/control/resources"
 )
@@ -64,14 +61,7 @@ func (s *KubernetesObjects) objects(kind resources.Kind) (*kubernetes.Objects, e
 func (s *KubernetesObjects) decode(kind resources.Kind, doc []byte) (Object, error) {
 	obj, err := decodeStored(kind, doc)
 	if err != nil {
-		var m struct {
-			resources.ObjectMeta `json:"metadata"`
-		}
-		if jsonErr := json.Unmarshal(doc, &m); jsonErr == nil && m.Name != "" {
-			k := resources.Key{Kind: kind, Namespace: m.Namespace, Name: m.Name}
-			return nil, fmt.Errorf("object store: %s: %w", k, err)
-		}
-		return nil, fmt.Errorf("object store: %w", err)
+		return nil, err
 	}
 	if m := obj.Meta(); len(m.Annotations) == 0 {
 		m.Annotations = nil
@@ -191,54 +181,7 @@ func (s *KubernetesObjects) Watch(ctx context.Context, kind resources.Kind) (Obj
 		cancel()
 		return nil, err
 	}
-	w := &k8sObjWatcher{s: s, kind: kind, inner: inner, ctx: ctx, cancel: cancel,
-		events: make(chan ObjectEvent, 64), done: make(chan struct{})}
-	go w.run()
-	return w, nil
-}
-
-// k8sObjWatcher turns the document events of a kubernetes.ObjectWatcher
-// into ObjectEvents; its goroutine (run) is the only sender on events.
-type k8sObjWatcher struct {
-	s      *KubernetesObjects
-	kind   resources.Kind
-	inner  kubernetes.ObjectWatcher
-	ctx    context.Context
-	cancel context.CancelFunc
-	events chan ObjectEvent
-	done   chan struct{}
-	once   sync.Once
-}
-
-func (w *k8sObjWatcher) Events() <-chan ObjectEvent { return w.events }
-
-// Stop ends the watch; Events is closed when it returns.
-func (w *k8sObjWatcher) Stop() {
-	w.once.Do(func() {
-		w.cancel()
-		w.inner.Stop()
-	})
-	<-w.done
-}
-
-func (w *k8sObjWatcher) run() {
-	defer close(w.done)
-	defer close(w.events)
-	for ev := range w.inner.Events() {
-		out := ObjectEvent{Type: ev.Type, Err: ev.Err}
-		switch ev.Type {
-		case datastore.Added, datastore.Modified, datastore.Deleted:
-			obj, err := w.s.decode(w.kind, ev.Object)
-			if err != nil {
-				out = ObjectEvent{Type: datastore.Error, Err: err}
-			} else {
-				out.Object = obj
-			}
-		}
-		select {
-		case w.events <- out:
-		case <-w.ctx.Done():
-			return
-		}
-	}
+	return watchDocuments(ctx, cancel, inner, func(ev kubernetes.ObjectEvent) ObjectEvent {
+		return documentEvent(ev.Type, ev.Err, func() (Object, error) { return s.decode(kind, ev.Object) })
+	}), nil
 }

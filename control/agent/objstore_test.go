@@ -18,8 +18,8 @@ func TestMain(m *testing.M) { etcdtest.Main(m) }
 // testStore returns a Store on the shared etcd under a fresh prefix.
 func testStore(t *testing.T) (*Store, *etcd.Datastore) {
 	t.Helper()
-	ds := etcdtest.Datastore(t, etcd.Config{})
-	return &Store{DS: ds, Objects: NewEtcdObjects(ds.Client(), ds.Prefix(), 200*time.Millisecond, nil)}, ds
+	ds := etcdtest.Datastore(t, etcd.Config{ProbeInterval: 200 * time.Millisecond})
+	return &Store{DS: ds, Objects: NewEtcdObjects(ds)}, ds
 }
 
 const examplePolicies = `

@@ -137,7 +137,7 @@ func TestAgentDatastoreOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ds.Close()
-	store := &Store{DS: ds, Objects: NewEtcdObjects(ds.Client(), ds.Prefix(), 0, nil)}
+	store := &Store{DS: ds, Objects: NewEtcdObjects(ds)}
 	applyYAML(t, store, webIngressPolicy)
 	waitFor(t, "the policy after the restart", 10*time.Second, func() bool { return udpCheck(a, ip, 7001) == acl.Denied })
 	if forwards(7001, "after-denied", 300*time.Millisecond) {

@@ -64,7 +64,7 @@ func startTablesAgentWithOptions(t *testing.T, extra map[string]string, before f
 	}
 	if before != nil {
 		ds := etcdtest.Datastore(t, etcd.Config{Prefix: prefix})
-		before(&Store{DS: ds, Objects: NewEtcdObjects(ds.Client(), ds.Prefix(), 0, nil)})
+		before(&Store{DS: ds, Objects: NewEtcdObjects(ds)})
 	}
 	fl, err := FlagLayer(flags)
 	if err != nil {

@@ -9,6 +9,13 @@
 // Update and Delete are etcd transactions comparing it, so each is one
 // atomic compare-and-swap.
 //
+// Objects (objects.go) gives the same storage, compare-and-swap and watch
+// for kinds package resources does not define — the agent's
+// AgentConfiguration, Tier, NetworkPolicy, GlobalNetworkPolicy and
+// WorkloadEndpoint — on JSON documents, so the agent's object store
+// (agent.EtcdObjects) lives next to the datastore's keys without this
+// package importing the agent.
+//
 // The backend talks to an external cluster by endpoints, with TLS when
 // CertFile/KeyFile/CAFile are given, or to an embedded single-member server
 // (StartEmbedded) on 127.0.0.1.
@@ -175,13 +182,20 @@ func (d *Datastore) key(k resources.Key) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return joinKey(p, k)
+}
+
+// joinKey returns the etcd key of k under its kind's prefix:
+// <prefix><name> or <prefix><namespace>/<name>. A slash in the name or
+// namespace would make two keys one, so it is refused.
+func joinKey(prefix string, k resources.Key) (string, error) {
 	if k.Name == "" || strings.Contains(k.Name, "/") || strings.Contains(k.Namespace, "/") {
 		return "", fmt.Errorf("etcd: %s: invalid name", k)
 	}
 	if k.Namespace != "" {
-		return p + k.Namespace + "/" + k.Name, nil
+		return prefix + k.Namespace + "/" + k.Name, nil
 	}
-	return p + k.Name, nil
+	return prefix + k.Name, nil
 }
 
 // reqCtx applies the default request timeout to a context without one.
@@ -231,6 +245,15 @@ func (d *Datastore) Get(ctx context.Context, k resources.Key) (resources.Resourc
 	if err != nil {
 		return nil, err
 	}
+	kv, err := d.getKV(ctx, k, key)
+	if err != nil {
+		return nil, err
+	}
+	return decode(k.Kind, key, kv.Value, kv.ModRevision)
+}
+
+// getKV reads the key of k (a *datastore.NotFoundError when it is absent).
+func (d *Datastore) getKV(ctx context.Context, k resources.Key, key string) (*mvccpb.KeyValue, error) {
 	ctx, cancel := d.reqCtx(ctx)
 	defer cancel()
 	resp, err := d.cli.Get(ctx, key)
@@ -240,8 +263,7 @@ func (d *Datastore) Get(ctx context.Context, k resources.Key) (resources.Resourc
 	if len(resp.Kvs) == 0 {
 		return nil, &datastore.NotFoundError{Key: k}
 	}
-	kv := resp.Kvs[0]
-	return decode(k.Kind, key, kv.Value, kv.ModRevision)
+	return resp.Kvs[0], nil
 }
 
 // List returns every object of the kind.
@@ -250,11 +272,9 @@ func (d *Datastore) List(ctx context.Context, kind resources.Kind) (*datastore.L
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := d.reqCtx(ctx)
-	defer cancel()
-	resp, err := d.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	resp, err := d.listKVs(ctx, kind, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("etcd: list %s: %w", kind, err)
+		return nil, err
 	}
 	out := &datastore.List{Items: make([]resources.Resource, 0, len(resp.Kvs)), Revision: formatRev(resp.Header.Revision)}
 	for _, kv := range resp.Kvs {
@@ -265,6 +285,17 @@ func (d *Datastore) List(ctx context.Context, kind resources.Kind) (*datastore.L
 		out.Items = append(out.Items, obj)
 	}
 	return out, nil
+}
+
+// listKVs reads every key of a kind, under prefix, at one revision.
+func (d *Datastore) listKVs(ctx context.Context, kind resources.Kind, prefix string) (*clientv3.GetResponse, error) {
+	ctx, cancel := d.reqCtx(ctx)
+	defer cancel()
+	resp, err := d.cli.Get(ctx, prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("etcd: list %s: %w", kind, err)
+	}
+	return resp, nil
 }
 
 // ListKeys returns the key of every object of the kind.
@@ -316,18 +347,31 @@ func (d *Datastore) Create(ctx context.Context, obj resources.Resource) (resourc
 	if err != nil {
 		return nil, err
 	}
+	rev, err := d.createKV(ctx, k, key, val)
+	if err != nil {
+		return nil, err
+	}
+	m.ResourceVersion = formatRev(rev)
+	return obj, nil
+}
+
+// createKV stores val at the key of k if that key does not exist (a
+// *datastore.AlreadyExistsError otherwise) and returns the revision of the
+// write.
+func (d *Datastore) createKV(ctx context.Context, k resources.Key, key string, val []byte) (int64, error) {
+	ctx, cancel := d.reqCtx(ctx)
+	defer cancel()
 	resp, err := d.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
 		Then(clientv3.OpPut(key, string(val))).
 		Commit()
 	if err != nil {
-		return nil, fmt.Errorf("etcd: create %s: %w", k, err)
+		return 0, fmt.Errorf("etcd: create %s: %w", k, err)
 	}
 	if !resp.Succeeded {
-		return nil, &datastore.AlreadyExistsError{Key: k}
+		return 0, &datastore.AlreadyExistsError{Key: k}
 	}
-	m.ResourceVersion = formatRev(resp.Header.Revision)
-	return obj, nil
+	return resp.Header.Revision, nil
 }
 
 // Update replaces an object if its resourceVersion is current. On success
@@ -337,11 +381,9 @@ func (d *Datastore) Update(ctx context.Context, obj resources.Resource) (resourc
 	defer cancel()
 	k := resources.KeyOf(obj)
 	m := obj.Meta()
-	if m.ResourceVersion == "" {
-		return nil, fmt.Errorf("etcd: update %s: resourceVersion is required", k)
-	}
-	rev, err := parseRev(k, m.ResourceVersion)
-	if err != nil {
+	// A missing or malformed version is the caller's error whatever the
+	// object holds: say so before admission.
+	if _, err := requiredRev("update", k, m.ResourceVersion); err != nil {
 		return nil, err
 	}
 	if err := datastore.Admit(ctx, d, obj); err != nil {
@@ -355,19 +397,46 @@ func (d *Datastore) Update(ctx context.Context, obj resources.Resource) (resourc
 	if err != nil {
 		return nil, err
 	}
+	rev, err := d.updateKV(ctx, k, key, val, m.ResourceVersion)
+	if err != nil {
+		return nil, err
+	}
+	m.ResourceVersion = formatRev(rev)
+	return obj, nil
+}
+
+// requiredRev parses the resourceVersion an op on k compares, which must
+// be set.
+func requiredRev(op string, k resources.Key, revision string) (int64, error) {
+	if revision == "" {
+		return 0, fmt.Errorf("etcd: %s %s: resourceVersion is required", op, k)
+	}
+	return parseRev(k, revision)
+}
+
+// updateKV stores val at the key of k if the key's mod revision is
+// revision (a *datastore.ConflictError otherwise, a
+// *datastore.NotFoundError when the key is absent) and returns the
+// revision of the write.
+func (d *Datastore) updateKV(ctx context.Context, k resources.Key, key string, val []byte, revision string) (int64, error) {
+	rev, err := requiredRev("update", k, revision)
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := d.reqCtx(ctx)
+	defer cancel()
 	resp, err := d.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
 		Then(clientv3.OpPut(key, string(val))).
 		Else(clientv3.OpGet(key, clientv3.WithKeysOnly())).
 		Commit()
 	if err != nil {
-		return nil, fmt.Errorf("etcd: update %s: %w", k, err)
+		return 0, fmt.Errorf("etcd: update %s: %w", k, err)
 	}
 	if !resp.Succeeded {
-		return nil, failedCompare(k, m.ResourceVersion, resp)
+		return 0, failedCompare(k, revision, resp)
 	}
-	m.ResourceVersion = formatRev(resp.Header.Revision)
-	return obj, nil
+	return resp.Header.Revision, nil
 }
 
 // failedCompare turns the Else branch of a failed compare into the right
@@ -387,10 +456,22 @@ func (d *Datastore) Delete(ctx context.Context, k resources.Key, revision string
 	if err != nil {
 		return nil, err
 	}
+	prev, err := d.deleteKV(ctx, k, key, revision)
+	if err != nil {
+		return nil, err
+	}
+	return decode(k.Kind, key, prev.Value, prev.ModRevision)
+}
+
+// deleteKV removes the key of k, if its mod revision is revision when
+// that is set, and returns its last version (a *datastore.NotFoundError
+// when it is absent, a *datastore.ConflictError when it has changed).
+func (d *Datastore) deleteKV(ctx context.Context, k resources.Key, key, revision string) (*mvccpb.KeyValue, error) {
 	ctx, cancel := d.reqCtx(ctx)
 	defer cancel()
 	del := clientv3.OpDelete(key, clientv3.WithPrevKV())
 	var resp *clientv3.TxnResponse
+	var err error
 	if revision == "" {
 		resp, err = d.cli.Txn(ctx).Then(del).Commit()
 	} else {
@@ -414,8 +495,7 @@ func (d *Datastore) Delete(ctx context.Context, k resources.Key, revision string
 	if dr == nil || len(dr.PrevKvs) == 0 {
 		return nil, &datastore.NotFoundError{Key: k}
 	}
-	prev := dr.PrevKvs[0]
-	return decode(k.Kind, key, prev.Value, prev.ModRevision)
+	return dr.PrevKvs[0], nil
 }
 
 // maxTxnOps is etcd's default limit of operations in one transaction.
@@ -483,11 +563,7 @@ func (d *Datastore) Commit(ctx context.Context, ops ...datastore.Op) ([]resource
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
 			thens = append(thens, clientv3.OpPut(key, string(val)))
 		case datastore.OpUpdate:
-			m := op.Object.Meta()
-			if m.ResourceVersion == "" {
-				return nil, fmt.Errorf("etcd: commit: update %s: resourceVersion is required", k)
-			}
-			rev, err := parseRev(k, m.ResourceVersion)
+			rev, err := requiredRev("commit: update", k, op.Object.Meta().ResourceVersion)
 			if err != nil {
 				return nil, err
 			}

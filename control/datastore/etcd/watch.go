@@ -15,13 +15,15 @@ import (
 	"github.com/tabbynet/tabby/control/resources"
 )
 
-// watcher is one list-then-watch of a kind. Its goroutine (run) owns known
-// and rev; events is the only way out.
-type watcher struct {
+// watcher is one list-then-watch of the keys under prefix, delivering
+// events of type E (datastore.Event for Datastore.Watch, ObjectEvent for
+// Objects.Watch). Its goroutine (run) owns known and rev; events is the
+// only way out.
+type watcher[E any] struct {
 	d      *Datastore
 	kind   resources.Kind
 	prefix string
-	events chan datastore.Event
+	events chan E
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -33,6 +35,13 @@ type watcher struct {
 	rev int64
 	// primed is set when known and rev are valid without a list.
 	primed bool
+
+	// object makes the event of a stored value at its revision (for
+	// Deleted, the revision of the deletion); it makes an Error event
+	// instead when the value does not decode.
+	object func(typ datastore.EventType, key string, value []byte, rev int64) E
+	// status makes a Synced or Error event; rev is empty for Error.
+	status func(typ datastore.EventType, rev string, err error) E
 }
 
 type knownObject struct {
@@ -48,10 +57,21 @@ var ErrProbeFailed = errors.New("datastore probe failed")
 // opts.From; an unreachable cluster is reported as Error events while the
 // watcher retries.
 func (d *Datastore) Watch(ctx context.Context, kind resources.Kind, opts datastore.WatchOptions) (datastore.Watcher, error) {
-	w, err := d.newWatcher(ctx, kind)
+	prefix, err := d.kindPrefix(kind)
 	if err != nil {
 		return nil, err
 	}
+	w := newWatcher(ctx, d, kind, prefix,
+		func(typ datastore.EventType, key string, value []byte, rev int64) datastore.Event {
+			obj, err := decode(kind, key, value, rev)
+			if err != nil {
+				return datastore.Event{Type: datastore.Error, Err: err, Revision: formatRev(rev)}
+			}
+			return datastore.Event{Type: typ, Object: obj, Revision: formatRev(rev)}
+		},
+		func(typ datastore.EventType, rev string, err error) datastore.Event {
+			return datastore.Event{Type: typ, Revision: rev, Err: err}
+		})
 	if from := opts.From; from != nil {
 		rev, err := strconv.ParseInt(from.Revision, 10, 64)
 		if err != nil || rev <= 0 {
@@ -87,33 +107,34 @@ func (d *Datastore) Watch(ctx context.Context, kind resources.Kind, opts datasto
 	return w, nil
 }
 
-func (d *Datastore) newWatcher(ctx context.Context, kind resources.Kind) (*watcher, error) {
-	prefix, err := d.kindPrefix(kind)
-	if err != nil {
-		return nil, err
-	}
+// newWatcher returns a watch of the keys under prefix, which hold
+// objects of kind; run starts it.
+func newWatcher[E any](ctx context.Context, d *Datastore, kind resources.Kind, prefix string,
+	object func(datastore.EventType, string, []byte, int64) E, status func(datastore.EventType, string, error) E) *watcher[E] {
 	ctx, cancel := context.WithCancel(ctx)
 	// Close ends the watch too; cancel releases that link.
 	unlink := context.AfterFunc(d.closed, cancel)
-	return &watcher{
+	return &watcher[E]{
 		d: d, kind: kind, prefix: prefix,
-		events: make(chan datastore.Event, 64),
+		events: make(chan E, 64),
 		ctx:    ctx, cancel: func() { unlink(); cancel() },
-		done:  make(chan struct{}),
-		known: map[string]knownObject{},
-	}, nil
+		done:   make(chan struct{}),
+		known:  map[string]knownObject{},
+		object: object,
+		status: status,
+	}
 }
 
-func (w *watcher) Events() <-chan datastore.Event { return w.events }
+func (w *watcher[E]) Events() <-chan E { return w.events }
 
 // Stop cancels the watch and waits for its goroutine to finish.
-func (w *watcher) Stop() {
+func (w *watcher[E]) Stop() {
 	w.cancel()
 	<-w.done
 }
 
 // send delivers ev unless the watch is stopped.
-func (w *watcher) send(ev datastore.Event) bool {
+func (w *watcher[E]) send(ev E) bool {
 	select {
 	case w.events <- ev:
 		return true
@@ -122,13 +143,13 @@ func (w *watcher) send(ev datastore.Event) bool {
 	}
 }
 
-func (w *watcher) run() {
+func (w *watcher[E]) run() {
 	defer close(w.done)
 	defer close(w.events)
 	defer w.cancel()
 	bo := datastore.Backoff{Initial: w.d.cfg.BackoffInitial, Max: w.d.cfg.BackoffMax}
 	needList := !w.primed
-	if w.primed && !w.send(datastore.Event{Type: datastore.Synced, Revision: formatRev(w.rev)}) {
+	if w.primed && !w.send(w.status(datastore.Synced, formatRev(w.rev), nil)) {
 		return
 	}
 	for w.ctx.Err() == nil {
@@ -138,7 +159,7 @@ func (w *watcher) run() {
 					return
 				}
 				w.d.log.Warn("watch: list failed", "kind", w.kind, "err", err)
-				if !w.send(datastore.Event{Type: datastore.Error, Err: err}) || !bo.Sleep(w.ctx) {
+				if !w.send(w.status(datastore.Error, "", err)) || !bo.Sleep(w.ctx) {
 					return
 				}
 				continue
@@ -155,7 +176,7 @@ func (w *watcher) run() {
 			bo.Reset()
 		}
 		w.d.log.Warn("watch: broken, will relist", "kind", w.kind, "revision", w.rev, "err", err)
-		if !w.send(datastore.Event{Type: datastore.Error, Err: err}) {
+		if !w.send(w.status(datastore.Error, "", err)) {
 			return
 		}
 		needList = true
@@ -166,7 +187,7 @@ func (w *watcher) run() {
 }
 
 // relist reads the kind, reports the difference from known, then Synced.
-func (w *watcher) relist() error {
+func (w *watcher[E]) relist() error {
 	ctx, cancel := w.d.reqCtx(w.ctx)
 	defer cancel()
 	resp, err := w.d.cli.Get(ctx, w.prefix, clientv3.WithPrefix())
@@ -199,7 +220,7 @@ func (w *watcher) relist() error {
 	}
 	w.rev = resp.Header.Revision
 	w.d.log.Debug("watch: listed", "kind", w.kind, "objects", len(resp.Kvs), "revision", w.rev)
-	if !w.send(datastore.Event{Type: datastore.Synced, Revision: formatRev(w.rev)}) {
+	if !w.send(w.status(datastore.Synced, formatRev(w.rev), nil)) {
 		return w.ctx.Err()
 	}
 	return nil
@@ -209,22 +230,18 @@ func (w *watcher) relist() error {
 // not decode is reported as an Error event instead (and stays known, so it
 // is not reported again until it changes). It returns false when the watch
 // is stopped.
-func (w *watcher) report(typ datastore.EventType, key string, value []byte, rev int64) bool {
+func (w *watcher[E]) report(typ datastore.EventType, key string, value []byte, rev int64) bool {
 	if typ == datastore.Deleted {
 		delete(w.known, key)
 	} else {
 		w.known[key] = knownObject{modRev: rev, value: value}
 	}
-	obj, err := decode(w.kind, key, value, rev)
-	if err != nil {
-		return w.send(datastore.Event{Type: datastore.Error, Err: err, Revision: formatRev(rev)})
-	}
-	return w.send(datastore.Event{Type: typ, Object: obj, Revision: formatRev(rev)})
+	return w.send(w.object(typ, key, value, rev))
 }
 
 // watch follows changes after w.rev until the watch fails (compaction,
 // cancellation, a failed probe); it returns why.
-func (w *watcher) watch() error {
+func (w *watcher[E]) watch() error {
 	ctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(w.ctx))
 	var probes sync.WaitGroup
 	probes.Go(func() { w.probe(ctx, cancel) })
@@ -274,7 +291,7 @@ func (w *watcher) watch() error {
 // linearizable read, so a member without a leader fails it too) and
 // cancels the watch when it does not. A client's watch stream would
 // otherwise wait silently for the connection to come back.
-func (w *watcher) probe(ctx context.Context, cancel context.CancelCauseFunc) {
+func (w *watcher[E]) probe(ctx context.Context, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(w.d.cfg.ProbeInterval)
 	defer t.Stop()
 	for {

@@ -37,6 +37,16 @@
 // always add up to the total. After a drained stop App and Tx are zero;
 // after every socket is closed all frames are free.
 //
+// How many frames a socket lends is its fill ring size, or, with
+// SocketConfig.FillBase, elastic: FillBase at rest, doubled (up to the fill
+// ring size) whenever a receive finds more than half of what is lent
+// waiting unread in the RX ring while at least half of the UMEM is free,
+// halved again after a long calm. A TCP sender on a veth delivers whole TSO
+// bursts faster than a worker reads them; a socket that runs out of lent
+// frames drops them (rx_fill_ring_empty_descs) and the sender retransmits.
+// Lending elastically lets a busy socket borrow what idle sockets are not
+// using instead of the UMEM reserving the burst for every socket.
+//
 // A received frame's Buf is its whole UMEM frame; the packet starts at Off,
 // which is XDP_PACKET_HEADROOM (256) plus the registered headroom, so
 // encapsulation can be written in place in front of it. Frame.Handle is the

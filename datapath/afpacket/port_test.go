@@ -132,11 +132,25 @@ func TestPortReceiveTransmit(t *testing.T) {
 	for i := range n {
 		sent = append(sent, udpFrame(t, "10.100.0.1", fmt.Sprintf("10.200.0.%d", 1+i%250),
 			fmt.Appendf(nil, "rx-%03d-%s", i, bytes.Repeat([]byte{'y'}, i*4))))
-		if err := raw.Send(sent[i]); err != nil {
-			t.Fatal(err)
-		}
 	}
+	// Send while receiving: the ring retires a block every millisecond
+	// (RetireTimeout), so a receiver that waited for the whole burst would
+	// find all 16 blocks handed out and the kernel dropping (it did, in CI,
+	// when the burst took longer than 16 ms on a loaded machine).
+	sendErr := make(chan error, 1)
+	go func() {
+		for i := range sent {
+			if err := raw.Send(sent[i]); err != nil {
+				sendErr <- err
+				return
+			}
+		}
+		sendErr <- nil
+	}()
 	got := receive(t, []*Port{pt}, n, 5*time.Second, hasPrefix("rx-"))
+	if err := <-sendErr; err != nil {
+		t.Fatal(err)
+	}
 	if len(got) != n {
 		t.Fatalf("received %d of %d (stats %+v)", len(got), n, pt.Stats())
 	}

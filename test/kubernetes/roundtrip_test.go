@@ -73,7 +73,7 @@ func agentSamples() []agent.Object {
 	np := &agent.NetworkPolicy{TypeMeta: tm("NetworkPolicy"), ObjectMeta: resources.ObjectMeta{Name: "rt-np", Namespace: "default"}, Spec: spec}
 	return []agent.Object{
 		&agent.AgentConfiguration{TypeMeta: tm("AgentConfiguration"), ObjectMeta: resources.ObjectMeta{Name: "default"}, Spec: agent.AgentConfigurationSpec{
-			Dataplane: "afxdp", Interfaces: []string{"eth0"}, XDPMode: "native", PollMode: "busy", MaxPods: 200, PodRingSize: 512, PodChecksumOffload: "off", NodeAddress: "192.0.2.10",
+			Dataplane: "afxdp", Interfaces: []string{"eth0"}, XDPMode: "native", PollMode: "busy", MaxPods: 200, PodRingSize: 512, BurstRingSize: 8192, PodChecksumOffload: "off", NodeAddress: "192.0.2.10",
 			IPv4PoolCIDR: "10.66.0.0/16", IPv4PoolBlockSize: 26, IPv4PoolIPIP: "Always", IPv4PoolVXLAN: "Never", IPv4PoolNATOutgoing: ptr(true),
 			IPv6PoolCIDR: "fd00:66::/48", IPv6PoolBlockSize: 122, HealthListen: ":9099", MetricsListen: ":9091", CNISocket: "/run/tabby/cni.sock",
 			LogLevel: "debug", LogFormat: "json", BGPEnabled: ptr(false), Debounce: "50ms",

@@ -132,18 +132,11 @@ func documentEvent(typ datastore.EventType, err error, decode func() (Object, er
 	return ObjectEvent{Type: typ, Err: err}
 }
 
-// documentSource is a backend's watch of documents, delivering events of
-// type E (etcd.ObjectWatcher, kubernetes.ObjectWatcher).
-type documentSource[E any] interface {
-	Events() <-chan E
-	Stop()
-}
-
-// documentWatcher turns the events of a documentSource into ObjectEvents
+// documentWatcher turns a backend's document watch into ObjectEvents
 // (with event); its goroutine (run) is the only sender on events.
-type documentWatcher[E any] struct {
-	inner  documentSource[E]
-	event  func(E) ObjectEvent
+type documentWatcher struct {
+	inner  datastore.DocumentWatcher
+	event  func(datastore.DocumentEvent) ObjectEvent
 	ctx    context.Context
 	cancel context.CancelFunc
 	events chan ObjectEvent
@@ -153,17 +146,17 @@ type documentWatcher[E any] struct {
 
 // watchDocuments starts a documentWatcher over inner, whose watch runs
 // under ctx; cancel ends ctx.
-func watchDocuments[E any](ctx context.Context, cancel context.CancelFunc, inner documentSource[E], event func(E) ObjectEvent) *documentWatcher[E] {
-	w := &documentWatcher[E]{inner: inner, event: event, ctx: ctx, cancel: cancel,
+func watchDocuments(ctx context.Context, cancel context.CancelFunc, inner datastore.DocumentWatcher, event func(datastore.DocumentEvent) ObjectEvent) *documentWatcher {
+	w := &documentWatcher{inner: inner, event: event, ctx: ctx, cancel: cancel,
 		events: make(chan ObjectEvent, 64), done: make(chan struct{})}
 	go w.run()
 	return w
 }
 
-func (w *documentWatcher[E]) Events() <-chan ObjectEvent { return w.events }
+func (w *documentWatcher) Events() <-chan ObjectEvent { return w.events }
 
 // Stop ends the watch; Events is closed when it returns.
-func (w *documentWatcher[E]) Stop() {
+func (w *documentWatcher) Stop() {
 	w.once.Do(func() {
 		w.cancel()
 		w.inner.Stop()
@@ -171,7 +164,7 @@ func (w *documentWatcher[E]) Stop() {
 	<-w.done
 }
 
-func (w *documentWatcher[E]) run() {
+func (w *documentWatcher) run() {
 	defer close(w.done)
 	defer close(w.events)
 	for ev := range w.inner.Events() {

@@ -130,6 +130,27 @@ func (t EventType) String() string {
 	return fmt.Sprintf("EventType(%d)", int(t))
 }
 
+// DocumentEvent is one event of a backend's watch of raw documents (the
+// etcd and Kubernetes backends' Objects stores, for kinds this package does
+// not define), with Event's meaning: Object is the document and Revision
+// its revision (for Deleted, the revision of the deletion and the last
+// document); Err is set for Error.
+type DocumentEvent struct {
+	Type     EventType
+	Object   []byte
+	Revision string
+	Err      error
+}
+
+// DocumentWatcher delivers the events of one document watch.
+type DocumentWatcher interface {
+	// Events delivers events in order; it is closed after Stop, when the
+	// watch's context is done, or when the backend is closed.
+	Events() <-chan DocumentEvent
+	// Stop ends the watch and closes Events.
+	Stop()
+}
+
 // Event is one watch event.
 type Event struct {
 	Type EventType

@@ -50,24 +50,12 @@ type ObjectList struct {
 	Revision string
 }
 
-// ObjectEvent is one event of Objects.Watch, with datastore.Event's
-// meaning; Object is the document, Revision its revision (for Deleted,
-// the revision of the deletion, and Object the last document).
-type ObjectEvent struct {
-	Type     datastore.EventType
-	Object   []byte
-	Revision string
-	Err      error
-}
-
-// ObjectWatcher delivers the events of one Objects.Watch.
-type ObjectWatcher interface {
-	// Events delivers events in order; it is closed after Stop, when the
-	// watch's context is done, or when the Datastore is closed.
-	Events() <-chan ObjectEvent
-	// Stop ends the watch and closes Events.
-	Stop()
-}
+// ObjectEvent and ObjectWatcher are the document watch's types, shared by
+// the backends (package datastore).
+type (
+	ObjectEvent   = datastore.DocumentEvent
+	ObjectWatcher = datastore.DocumentWatcher
+)
 
 // key returns the etcd key of k: a namespaced kind needs a namespace, and
 // a cluster-scoped kind's key has none whatever k says.

@@ -41,23 +41,12 @@ type ObjectList struct {
 	Revision string
 }
 
-// ObjectEvent is one event of Objects.Watch, with datastore.Event's
-// meaning; Object is a document.
-type ObjectEvent struct {
-	Type     datastore.EventType
-	Object   []byte
-	Revision string
-	Err      error
-}
-
-// ObjectWatcher delivers the events of one Objects.Watch.
-type ObjectWatcher interface {
-	// Events delivers events in order; it is closed after Stop or when
-	// the watch's context is done.
-	Events() <-chan ObjectEvent
-	// Stop ends the watch and closes Events.
-	Stop()
-}
+// ObjectEvent and ObjectWatcher are the document watch's types, shared by
+// the backends (package datastore).
+type (
+	ObjectEvent   = datastore.DocumentEvent
+	ObjectWatcher = datastore.DocumentWatcher
+)
 
 func (o *Objects) checkKind(k resources.Key) error {
 	if k.Kind != o.ki.kind {

@@ -42,14 +42,61 @@ func waitWorkerGoroutines(want int) int {
 	}
 }
 
-// openFDs counts the process's open file descriptors.
-func openFDs(t *testing.T) int {
+// fdSet is a snapshot of the process's open file descriptors: number →
+// what it refers to (readlink of /proc/self/fd/N).
+type fdSet map[string]string
+
+// openFDs snapshots the process's open file descriptors. It collects
+// garbage first so that files only a finalizer still holds are closed
+// before the snapshot rather than during the code under test.
+func openFDs(t *testing.T) fdSet {
 	t.Helper()
-	ents, err := os.ReadDir("/proc/self/fd")
+	runtime.GC()
+	fds, err := readFDs()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return len(ents)
+	return fds
+}
+
+func readFDs() (fdSet, error) {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return nil, err
+	}
+	fds := make(fdSet, len(ents))
+	for _, e := range ents {
+		target, err := os.Readlink("/proc/self/fd/" + e.Name())
+		if err != nil {
+			continue // the ReadDir's own descriptor, closed by now
+		}
+		fds[e.Name()] = target
+	}
+	return fds, nil
+}
+
+// leakedFDs waits up to a second for every descriptor opened since before
+// to be closed and returns those still open ("fd → target"). Descriptors
+// closed meanwhile (by finalizers or other goroutines) are not leaks.
+func leakedFDs(t *testing.T, before fdSet) []string {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for {
+		now, err := readFDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var leaked []string
+		for fd, target := range now {
+			if before[fd] != target {
+				leaked = append(leaked, fd+" → "+target)
+			}
+		}
+		if len(leaked) == 0 || time.Now().After(deadline) {
+			return leaked
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // TestCloseLeavesNothing (test 6): Close while traffic is flowing drains
@@ -182,7 +229,7 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 		}
 		return err
 	}
-	clean := func(t *testing.T, fds int) {
+	clean := func(t *testing.T, fds fdSet) {
 		t.Helper()
 		for _, ifname := range []string{"d0", "d1"} {
 			if l.xdpAttached(l.dut, ifname) {
@@ -192,8 +239,8 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 		if n := waitWorkerGoroutines(0); n != 0 {
 			t.Errorf("%d worker goroutines after a failed Start", n)
 		}
-		if n := openFDs(t); n != fds {
-			t.Errorf("%d open file descriptors after a failed Start, %d before", n, fds)
+		if leaked := leakedFDs(t, fds); len(leaked) > 0 {
+			t.Errorf("file descriptors left open by a failed Start: %v", leaked)
 		}
 	}
 
@@ -236,8 +283,8 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 		if n := waitWorkerGoroutines(1); n != 1 {
 			t.Errorf("%d worker goroutines, want the other engine's only", n)
 		}
-		if n := openFDs(t); n != fds {
-			t.Errorf("%d open file descriptors after a failed Start, %d before", n, fds)
+		if leaked := leakedFDs(t, fds); len(leaked) > 0 {
+			t.Errorf("file descriptors left open by a failed Start: %v", leaked)
 		}
 		if err := other.Close(); err != nil {
 			t.Fatal(err)

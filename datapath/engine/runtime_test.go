@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -338,8 +337,8 @@ func TestRuntimeInterfaceErrors(t *testing.T) {
 	if err := o.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := waitFDs(fds); n > fds {
-		t.Errorf("%d open file descriptors after failed adds, %d before", n, fds)
+	if leaked := leakedFDs(t, fds); len(leaked) > 0 {
+		t.Errorf("file descriptors left open by failed adds: %v", leaked)
 	}
 	// The frame memory backs one runtime port (rings of 256), not two
 	// with rings of 1024.
@@ -377,19 +376,5 @@ func TestRuntimeInterfaceErrors(t *testing.T) {
 	}
 	if st := e.Stats(); st.Frames.App != 0 || st.Frames.Tx != 0 || len(st.Interfaces) != 3 {
 		t.Errorf("stats at close: %+v, %d interfaces (want the runtime one listed)", st.Frames, len(st.Interfaces))
-	}
-}
-
-// waitFDs waits up to a second for the process to have want open file
-// descriptors (the other engine's loop closes its eventfd as it ends) and
-// returns how many it has.
-func waitFDs(want int) int {
-	deadline := time.Now().Add(time.Second)
-	for {
-		ents, _ := os.ReadDir("/proc/self/fd")
-		if len(ents) == want || time.Now().After(deadline) {
-			return len(ents)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

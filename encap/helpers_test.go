@@ -1,6 +1,7 @@
 package encap_test
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"net"
 	"testing"
@@ -209,3 +210,73 @@ func setMACs(frame []byte, dst, src header.MAC) []byte {
 	copy(out[6:12], src[:])
 	return out
 }
+
+// tunnelTTL is the outer TTL a tunnel configured with ttl writes.
+func tunnelTTL(ttl uint8) uint8 {
+	if ttl == 0 {
+		return encap.DefaultTTL
+	}
+	return ttl
+}
+
+// checkOuterIPv4 checks the outer Ethernet and IPv4 headers every
+// encapsulation writes: node A's MAC to the next hop's, IPv4 from node A
+// to node B carrying proto, with DF set and the given TOS, TTL and total
+// length.
+func checkOuterIPv4(t *testing.T, eth *layers.Ethernet, ip *layers.IPv4, proto layers.IPProtocol, tos, ttl uint8, wantLen int) {
+	t.Helper()
+	if !bytes.Equal(eth.SrcMAC, localMAC[:]) || !bytes.Equal(eth.DstMAC, nextHopMAC[:]) || eth.EthernetType != layers.EthernetTypeIPv4 {
+		t.Errorf("outer Ethernet %v > %v type %v", eth.SrcMAC, eth.DstMAC, eth.EthernetType)
+	}
+	if ip.Version != 4 || ip.IHL != 5 || ip.TOS != tos || int(ip.Length) != wantLen ||
+		ip.Flags != layers.IPv4DontFragment || ip.FragOffset != 0 || ip.TTL != ttl ||
+		ip.Protocol != proto || !ip.SrcIP.Equal(net.IP(nodeA[:])) || !ip.DstIP.Equal(net.IP(nodeB[:])) {
+		t.Errorf("outer IPv4: ver %d ihl %d tos %#x len %d flags %v frag %d ttl %d proto %v %v > %v; want tos %#x len %d ttl %d proto %v DF",
+			ip.Version, ip.IHL, ip.TOS, ip.Length, ip.Flags, ip.FragOffset, ip.TTL, ip.Protocol, ip.SrcIP, ip.DstIP, tos, wantLen, ttl, proto)
+	}
+}
+
+// checkEncapRejects runs an encapsulation on buf that must refuse: return
+// newLen 0 and leave buf as it was.
+func checkEncapRejects(t *testing.T, buf []byte, encapsulate func() (newLen int)) {
+	t.Helper()
+	before := append([]byte(nil), buf...)
+	if l := encapsulate(); l != 0 {
+		t.Fatalf("newLen %d, want 0", l)
+	}
+	if !bytes.Equal(buf, before) {
+		t.Fatalf("buffer modified")
+	}
+}
+
+// checkVerdict runs fn, which works in place on buf, and checks its
+// verdict is want; when fn declines or drops (any verdict but the OK ones)
+// buf must be as it was. It returns what fn returned.
+func checkVerdict(t *testing.T, buf []byte, want encap.Verdict, fn func() (off, n int, v encap.Verdict)) (off, n int, v encap.Verdict) {
+	t.Helper()
+	before := append([]byte(nil), buf...)
+	off, n, v = fn()
+	if v != want {
+		t.Fatalf("verdict %v, want %v", v, want)
+	}
+	if !v.IsOK() && !bytes.Equal(buf, before) {
+		t.Fatalf("buffer modified by verdict %v", v)
+	}
+	return off, n, v
+}
+
+// decapInput places the frame inner with testHeadroom, encapsulates it
+// and lets mod (if not nil) change the outer frame and the offset and
+// length the decapsulation is to be given.
+func decapInput(inner []byte, encapsulate, mod func(buf []byte, off, n int) (int, int)) (buf []byte, off, n int) {
+	buf, off, n = place(inner, testHeadroom)
+	off, n = encapsulate(buf, off, n)
+	if mod != nil {
+		off, n = mod(buf, off, n)
+	}
+	return buf, off, n
+}
+
+// outerIPAt returns the IPv4 header of the untagged Ethernet frame at
+// buf[off:].
+func outerIPAt(buf []byte, off int) header.IPv4 { return header.IPv4(buf[off+14:]) }

@@ -42,6 +42,33 @@ func udpPayload(n int) []gopacket.SerializableLayer {
 	return []gopacket.SerializableLayer{&layers.UDP{SrcPort: 40000, DstPort: 7777}, gopacket.Payload(p)}
 }
 
+// icmpBuilder writes an ICMP error message in place of the frame at
+// buf[off:off+n], as FragNeededIPv4 and its kin do.
+type icmpBuilder func(buf []byte, off, n int) (newOff, newLen int, v encap.Verdict)
+
+// buildICMPError runs build on frame placed with testHeadroom and checks it
+// succeeds with a message of hdrLen header bytes (IP and ICMP) in front of
+// quote bytes of the original packet, written over the Ethernet header and
+// into the headroom, with the frame's MACs swapped. It returns the message
+// frame, decoded.
+func buildICMPError(t *testing.T, frame []byte, hdrLen, quote int, build icmpBuilder) gopacket.Packet {
+	t.Helper()
+	buf, off, n := place(frame, testHeadroom)
+	o, l, v := build(buf, off, n)
+	if v != encap.OK {
+		t.Fatalf("verdict %v", v)
+	}
+	if o != off-hdrLen || l != 14+hdrLen+quote {
+		t.Fatalf("(%d, %d), want (%d, %d)", o, l, off-hdrLen, 14+hdrLen+quote)
+	}
+	p := decode(t, buf[o:o+l])
+	eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+	if !bytes.Equal(eth.DstMAC, podMAC[:]) || !bytes.Equal(eth.SrcMAC, gwMAC[:]) {
+		t.Errorf("Ethernet %v > %v, want MACs swapped", eth.SrcMAC, eth.DstMAC)
+	}
+	return p
+}
+
 func TestFragNeededIPv4(t *testing.T) {
 	for _, c := range []struct {
 		name      string
@@ -61,28 +88,18 @@ func TestFragNeededIPv4(t *testing.T) {
 		{"time exceeded", ipv4Frame(t, func(ip *layers.IPv4) { ip.TTL = 1 }, udpPayload(100)...), 28, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			buf, off, n := place(c.frame, testHeadroom)
 			orig := append([]byte(nil), c.frame...)
-			var o, l int
-			var v encap.Verdict
+			build := func(buf []byte, off, n int) (int, int, encap.Verdict) {
+				return encap.FragNeededIPv4(buf, off, n, 1450, router4)
+			}
 			if c.timeExc {
-				o, l, v = encap.TimeExceededIPv4(buf, off, n, router4)
-			} else {
-				o, l, v = encap.FragNeededIPv4(buf, off, n, 1450, router4)
+				build = func(buf []byte, off, n int) (int, int, encap.Verdict) {
+					return encap.TimeExceededIPv4(buf, off, n, router4)
+				}
 			}
-			if v != encap.OK {
-				t.Fatalf("verdict %v", v)
-			}
-			if o != off-28 || l != 42+c.wantQuote {
-				t.Fatalf("(%d, %d), want (%d, %d)", o, l, off-28, 42+c.wantQuote)
-			}
-			p := decode(t, buf[o:o+l])
-			eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
+			p := buildICMPError(t, c.frame, 28, c.wantQuote, build)
 			ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
 			icmp := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
-			if !bytes.Equal(eth.DstMAC, podMAC[:]) || !bytes.Equal(eth.SrcMAC, gwMAC[:]) {
-				t.Errorf("Ethernet %v > %v, want MACs swapped", eth.SrcMAC, eth.DstMAC)
-			}
 			if !ip.SrcIP.Equal(net.IP(router4[:])) || !ip.DstIP.Equal(pod4A) || ip.Protocol != layers.IPProtocolICMPv4 ||
 				ip.TTL != 64 || ip.TOS != 0xc0 || int(ip.Length) != 28+c.wantQuote {
 				t.Errorf("IPv4 %v > %v proto %v ttl %d tos %#x len %d", ip.SrcIP, ip.DstIP, ip.Protocol, ip.TTL, ip.TOS, ip.Length)
@@ -150,19 +167,10 @@ func TestICMPv4Declined(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			buf, off, n := place(c.frame, c.headroom)
-			before := append([]byte(nil), buf...)
-			_, _, v := encap.FragNeededIPv4(buf, off, n, c.mtu, router4)
-			if v != c.want {
-				t.Fatalf("verdict %v, want %v", v, c.want)
-			}
-			if v != encap.OK && !bytes.Equal(buf, before) {
-				t.Fatalf("buffer modified")
-			}
+			checkVerdict(t, buf, c.want, func() (int, int, encap.Verdict) { return encap.FragNeededIPv4(buf, off, n, c.mtu, router4) })
 			if c.mtu == 1450 {
 				buf, off, n = place(c.frame, c.headroom)
-				if _, _, v := encap.TimeExceededIPv4(buf, off, n, router4); v != c.want {
-					t.Fatalf("TimeExceededIPv4 verdict %v, want %v", v, c.want)
-				}
+				checkVerdict(t, buf, c.want, func() (int, int, encap.Verdict) { return encap.TimeExceededIPv4(buf, off, n, router4) })
 			}
 		})
 	}
@@ -204,31 +212,21 @@ func TestPacketTooBigIPv6(t *testing.T) {
 		{"time exceeded", ipv6Frame(t, func(ip *layers.IPv6) { ip.HopLimit = 1 }, udpPayload(1452)...), 1232, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			buf, off, n := place(c.frame, testHeadroom)
 			orig := append([]byte(nil), c.frame...)
-			var o, l int
-			var v encap.Verdict
+			build := func(buf []byte, off, n int) (int, int, encap.Verdict) {
+				return encap.PacketTooBigIPv6(buf, off, n, 1450, router6)
+			}
 			if c.timeExc {
-				o, l, v = encap.TimeExceededIPv6(buf, off, n, router6)
-			} else {
-				o, l, v = encap.PacketTooBigIPv6(buf, off, n, 1450, router6)
+				build = func(buf []byte, off, n int) (int, int, encap.Verdict) {
+					return encap.TimeExceededIPv6(buf, off, n, router6)
+				}
 			}
-			if v != encap.OK {
-				t.Fatalf("verdict %v", v)
+			p := buildICMPError(t, c.frame, 48, c.wantQuote, build)
+			if l := len(p.Data()) - 14; l > 1280 {
+				t.Fatalf("ICMPv6 packet %d bytes, over 1280", l)
 			}
-			if o != off-48 || l != 62+c.wantQuote {
-				t.Fatalf("(%d, %d), want (%d, %d)", o, l, off-48, 62+c.wantQuote)
-			}
-			if l-14 > 1280 {
-				t.Fatalf("ICMPv6 packet %d bytes, over 1280", l-14)
-			}
-			p := decode(t, buf[o:o+l])
-			eth := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
 			ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
 			icmp := p.Layer(layers.LayerTypeICMPv6).(*layers.ICMPv6)
-			if !bytes.Equal(eth.DstMAC, podMAC[:]) || !bytes.Equal(eth.SrcMAC, gwMAC[:]) {
-				t.Errorf("Ethernet %v > %v, want MACs swapped", eth.SrcMAC, eth.DstMAC)
-			}
 			if !ip.SrcIP.Equal(net.IP(router6[:])) || !ip.DstIP.Equal(pod6A) || ip.NextHeader != layers.IPProtocolICMPv6 ||
 				ip.HopLimit != 64 || int(ip.Length) != 8+c.wantQuote {
 				t.Errorf("IPv6 %v > %v next %v hop %d len %d", ip.SrcIP, ip.DstIP, ip.NextHeader, ip.HopLimit, ip.Length)
@@ -313,18 +311,9 @@ func TestICMPv6Declined(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			buf, off, n := place(c.frame, c.headroom)
-			before := append([]byte(nil), buf...)
-			_, _, v := encap.PacketTooBigIPv6(buf, off, n, 1450, router6)
-			if v != c.want {
-				t.Fatalf("PacketTooBigIPv6 verdict %v, want %v", v, c.want)
-			}
-			if v != encap.OK && !bytes.Equal(buf, before) {
-				t.Fatalf("buffer modified")
-			}
+			checkVerdict(t, buf, c.want, func() (int, int, encap.Verdict) { return encap.PacketTooBigIPv6(buf, off, n, 1450, router6) })
 			buf, off, n = place(c.frame, c.headroom)
-			if _, _, v := encap.TimeExceededIPv6(buf, off, n, router6); v != c.want2 {
-				t.Fatalf("TimeExceededIPv6 verdict %v, want %v", v, c.want2)
-			}
+			checkVerdict(t, buf, c.want2, func() (int, int, encap.Verdict) { return encap.TimeExceededIPv6(buf, off, n, router6) })
 		})
 	}
 	buf, off, n := place(good, testHeadroom)

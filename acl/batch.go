@@ -38,25 +38,13 @@ func (c *Compiled) checkChunk(pkts []Packet, out []Check) {
 		if s := ss[i]; s != nil {
 			r.SrcEndpoint = s.ep
 			if cl := s.cls[Egress]; cl != nil {
-				var a uint32
-				if ds[i] != nil {
-					a = ds[i].atom
-				} else {
-					a = c.dstAtom(p)
-				}
-				cell[i][Egress] = cl.cell(a, p.Proto, p.SrcPort, p.DstPort)
+				cell[i][Egress] = cellRef{cl, cl.cellIndex(c.dstAtom(p, ds[i]), p.Proto, p.SrcPort, p.DstPort)}
 			}
 		}
 		if d := ds[i]; d != nil {
 			r.DstEndpoint = d.ep
 			if cl := d.cls[Ingress]; cl != nil {
-				var a uint32
-				if ss[i] != nil {
-					a = ss[i].atom
-				} else {
-					a = c.srcAtom(p)
-				}
-				cell[i][Ingress] = cl.cell(a, p.Proto, p.SrcPort, p.DstPort)
+				cell[i][Ingress] = cellRef{cl, cl.cellIndex(c.srcAtom(p, ss[i]), p.Proto, p.SrcPort, p.DstPort)}
 			}
 		}
 	}
@@ -82,20 +70,7 @@ type cellRef struct {
 	idx uint32
 }
 
-func (c *Classifier) cell(a uint32, proto uint8, sport, dport uint16) cellRef {
-	pc := uint32(c.proto[proto])
-	sc := uint32(c.sport.lookup(sport))
-	dc := uint32(c.dport.lookup(dport))
-	pi := c.pp[(pc*c.ns+sc)*c.nd+dc]
-	var al uint32
-	if c.alpha32 != nil {
-		al = c.alpha32[a]
-	} else {
-		al = uint32(c.alpha16[a])
-	}
-	return cellRef{c, pi*c.nA + al}
-}
-
+// result returns the result in matrix cell idx.
 func (c *Classifier) result(idx uint32) Result {
 	if c.matrix32 != nil {
 		return c.results[c.matrix32[idx]]

@@ -103,9 +103,10 @@ type Classifier struct {
 	entries  int
 }
 
-// classify returns the result for a packet whose remote address is in atom
-// a. It does not allocate.
-func (c *Classifier) classify(a uint32, proto uint8, sport, dport uint16) Result {
+// cellIndex returns the index of the matrix cell for a packet whose remote
+// address is in atom a: Check reads its result at once, CheckBatch a stage
+// later. It does not allocate.
+func (c *Classifier) cellIndex(a uint32, proto uint8, sport, dport uint16) uint32 {
 	pc := uint32(c.proto[proto])
 	sc := uint32(c.sport.lookup(sport))
 	dc := uint32(c.dport.lookup(dport))
@@ -116,10 +117,7 @@ func (c *Classifier) classify(a uint32, proto uint8, sport, dport uint16) Result
 	} else {
 		al = uint32(c.alpha16[a])
 	}
-	if c.matrix32 != nil {
-		return c.results[c.matrix32[pi*c.nA+al]]
-	}
-	return c.results[c.matrix16[pi*c.nA+al]]
+	return pi*c.nA + al
 }
 
 // MemoryBytes estimates the classifier's lookup memory.

@@ -113,26 +113,14 @@ func (c *Compiled) Check(p *Packet) Check {
 	if ss != nil {
 		r.SrcEndpoint = ss.ep
 		if cl := ss.cls[Egress]; cl != nil {
-			var a uint32
-			if ds != nil {
-				a = ds.atom
-			} else {
-				a = c.dstAtom(p)
-			}
-			r.Egress = cl.classify(a, p.Proto, p.SrcPort, p.DstPort)
+			r.Egress = cl.result(cl.cellIndex(c.dstAtom(p, ds), p.Proto, p.SrcPort, p.DstPort))
 			r.Verdict = r.Egress.Verdict
 		}
 	}
 	if ds != nil {
 		r.DstEndpoint = ds.ep
 		if cl := ds.cls[Ingress]; cl != nil {
-			var a uint32
-			if ss != nil {
-				a = ss.atom
-			} else {
-				a = c.srcAtom(p)
-			}
-			r.Ingress = cl.classify(a, p.Proto, p.SrcPort, p.DstPort)
+			r.Ingress = cl.result(cl.cellIndex(c.srcAtom(p, ss), p.Proto, p.SrcPort, p.DstPort))
 			if r.Ingress.Verdict == Denied {
 				r.Verdict = Denied
 			}
@@ -141,14 +129,32 @@ func (c *Compiled) Check(p *Packet) Check {
 	return r
 }
 
-func (c *Compiled) srcAtom(p *Packet) uint32 {
+// srcAtom returns the atom of the packet's source address: that of its
+// endpoint slot ss when the source is local, else a lookup's. It is small
+// enough to inline, so a local source costs no call.
+func (c *Compiled) srcAtom(p *Packet, ss *epSlot) uint32 {
+	if ss != nil {
+		return ss.atom
+	}
+	return c.lookupSrcAtom(p)
+}
+
+// dstAtom is srcAtom for the destination address and its slot ds.
+func (c *Compiled) dstAtom(p *Packet, ds *epSlot) uint32 {
+	if ds != nil {
+		return ds.atom
+	}
+	return c.lookupDstAtom(p)
+}
+
+func (c *Compiled) lookupSrcAtom(p *Packet) uint32 {
 	if p.Family == IPv4 {
 		return c.trie4.lookup(p.Src4)
 	}
 	return c.atom6(&p.Src6)
 }
 
-func (c *Compiled) dstAtom(p *Packet) uint32 {
+func (c *Compiled) lookupDstAtom(p *Packet) uint32 {
 	if p.Family == IPv4 {
 		return c.trie4.lookup(p.Dst4)
 	}
@@ -174,14 +180,7 @@ func (c *Compiled) Endpoint(i int32) *Endpoint { return &c.endpoints[i] }
 
 // EndpointOf returns the index of the endpoint that owns an address.
 func (c *Compiled) EndpointOf(a netip.Addr) (int32, bool) {
-	var s *epSlot
-	if a.Is4() {
-		b := a.As4()
-		s = c.ep4.lookup(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]))
-	} else {
-		b := a.As16()
-		s = c.ep6.lookup(&b)
-	}
+	s := c.slotOf(a)
 	if s == nil {
 		return -1, false
 	}
@@ -191,18 +190,22 @@ func (c *Compiled) EndpointOf(a netip.Addr) (int32, bool) {
 // Classifier returns the classifier of the endpoint that owns a (local)
 // address for a direction, or nil.
 func (c *Compiled) Classifier(a netip.Addr, d Direction) *Classifier {
-	var s *epSlot
-	if a.Is4() {
-		b := a.As4()
-		s = c.ep4.lookup(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]))
-	} else {
-		b := a.As16()
-		s = c.ep6.lookup(&b)
-	}
+	s := c.slotOf(a)
 	if s == nil {
 		return nil
 	}
 	return s.cls[d]
+}
+
+// slotOf returns the slot of the local endpoint that owns an address, or
+// nil.
+func (c *Compiled) slotOf(a netip.Addr) *epSlot {
+	if a.Is4() {
+		b := a.As4()
+		return c.ep4.lookup(uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]))
+	}
+	b := a.As16()
+	return c.ep6.lookup(&b)
 }
 
 // Describe spells out a result of direction d.
@@ -221,17 +224,11 @@ func (c *Compiled) Describe(r Result, d Direction) Match {
 }
 
 func (c *Compiled) tierName(s uint16) string {
-	if int(s) < len(c.tierNames) {
-		return c.tierNames[s]
-	}
-	return "?"
+	return nameAt(c.tierNames, s)
 }
 
 func (c *Compiled) policyName(s uint32) string {
-	if int(s) < len(c.slots) {
-		return c.slots[s]
-	}
-	return "?"
+	return nameAt(c.slots, s)
 }
 
 // LogRules lists the Log rules of a Result.Logs id (nil for 0).

@@ -29,10 +29,7 @@ const (
 var reasonNames = [...]string{"no-policy", "policy", "established", "related", "revoked"}
 
 func (r Reason) String() string {
-	if int(r) < len(reasonNames) {
-		return reasonNames[r]
-	}
-	return "?"
+	return nameAt(reasonNames[:], r)
 }
 
 // Decision is the policy stage's verdict for one packet and why: the

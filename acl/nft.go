@@ -245,10 +245,7 @@ func (w *nftWriter) program(name string, entries []entry, f Family, d Direction)
 }
 
 func (c *Compiler) slotName(s uint32) string {
-	if int(s) < len(c.slots) {
-		return c.slots[s]
-	}
-	return "?"
+	return nameAt(c.slots, s)
 }
 
 // rule renders one entry's match and a verdict.

@@ -70,8 +70,14 @@ const (
 var matchNames = [...]string{"none", "rule", "end-of-tier", "no-policy", "profile", "failsafe"}
 
 func (k MatchKind) String() string {
-	if int(k) < len(matchNames) {
-		return matchNames[k]
+	return nameAt(matchNames[:], k)
+}
+
+// nameAt returns names[i], or "?" for an index the table does not cover,
+// so that String methods and diagnostics never panic on a bad value.
+func nameAt[I ~uint8 | ~uint16 | ~uint32](names []string, i I) string {
+	if uint64(i) < uint64(len(names)) {
+		return names[i]
 	}
 	return "?"
 }

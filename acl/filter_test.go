@@ -47,15 +47,22 @@ func tcp(src, dst string, sp, dp uint16, flags uint8) acl.Packet {
 	return acl.Packet{Family: acl.IPv4, Proto: 6, Src4: ip4(src), Dst4: ip4(dst), SrcPort: sp, DstPort: dp, TCPFlags: flags}
 }
 
+// stepper returns a function that runs one packet through f under pol and
+// returns its decision, for tests that follow a flow packet by packet.
+func stepper(f *acl.Filter, pol *acl.Compiled) func(p acl.Packet, now int64) acl.Decision {
+	out := make([]acl.Decision, 1)
+	return func(p acl.Packet, now int64) acl.Decision {
+		f.Process(pol, []acl.Packet{p}, out, now)
+		return out[0]
+	}
+}
+
 func TestFilterConntrack(t *testing.T) {
 	c := twoPods(t, 80)
 	pol, _ := c.Compile()
 	f := acl.NewFilter(acl.FilterConfig{})
+	step := stepper(f, pol)
 	out := make([]acl.Decision, 1)
-	step := func(p acl.Packet, now int64) acl.Decision {
-		f.Process(pol, []acl.Packet{p}, out, now)
-		return out[0]
-	}
 	// The reply direction is denied by policy (client has no rule for web's
 	// source port) but allowed as part of the flow.
 	if d := step(tcp("10.0.0.1", "10.0.0.2", 80, 5555, 0x12), 0); d.Verdict != acl.Denied || d.Check.Ingress.Kind != acl.MatchEndOfTier {
@@ -164,11 +171,7 @@ func TestFilterForgetAddrs(t *testing.T) {
 	c := twoPods(t, 80)
 	pol, _ := c.Compile()
 	f := acl.NewFilter(acl.FilterConfig{})
-	out := make([]acl.Decision, 1)
-	step := func(p acl.Packet, now int64) acl.Decision {
-		f.Process(pol, []acl.Packet{p}, out, now)
-		return out[0]
-	}
+	step := stepper(f, pol)
 	// Two flows client -> web (ports 5555, 5556), established.
 	for i, sp := range []uint16{5555, 5556} {
 		if d := step(tcp("10.0.0.2", "10.0.0.1", sp, 80, 0x02), int64(i)); d.Verdict != acl.Allowed {

@@ -3,7 +3,6 @@ package acl_test
 import (
 	"encoding/json"
 	"errors"
-	"reflect"
 	"testing"
 
 	"github.com/tabbynet/tabby/acl"
@@ -11,6 +10,44 @@ import (
 )
 
 var fuzzWorld = acltest.Generate(3, acltest.Small)
+
+// validPolicy validates a fuzzed policy: a rejection must come as a
+// *ValidationError naming the policy.
+func validPolicy(t *testing.T, p *acl.Policy) bool {
+	t.Helper()
+	err := acl.ValidatePolicy(p)
+	if err == nil {
+		return true
+	}
+	var ve *acl.ValidationError
+	if !errors.As(err, &ve) || ve.Object != p.ID() {
+		t.Fatalf("error %v is not a ValidationError naming %q", err, p.ID())
+	}
+	return false
+}
+
+// fuzzState is fuzzWorld's state with policy p added (fuzzWorld is not
+// changed).
+func fuzzState(p acl.Policy) acl.State {
+	st := fuzzWorld.State
+	st.Policies = append(append([]acl.Policy(nil), st.Policies...), p)
+	return st
+}
+
+// checkAgainstReference checks that the compiled classifier cp of st
+// agrees with the reference of st on every packet.
+func checkAgainstReference(t *testing.T, cp *acl.Compiled, st *acl.State, pkts []acl.Packet) {
+	t.Helper()
+	ref, err := acl.NewReference(st, acl.Options{})
+	if err != nil {
+		t.Fatalf("reference: %v", err)
+	}
+	for i := range pkts {
+		if diff := referenceDiff(cp, ref, &pkts[i]); diff != "" {
+			t.Fatalf("packet %s", diff)
+		}
+	}
+}
 
 // FuzzValidatePolicy decodes a policy from JSON and validates it. A
 // rejected policy must come with a *ValidationError; an accepted one must
@@ -33,16 +70,10 @@ func FuzzValidatePolicy(f *testing.F) {
 		if json.Unmarshal([]byte(in), &p) != nil {
 			return
 		}
-		err := acl.ValidatePolicy(&p)
-		if err != nil {
-			var ve *acl.ValidationError
-			if !errors.As(err, &ve) || ve.Object != p.ID() {
-				t.Fatalf("error %v is not a ValidationError naming %q", err, p.ID())
-			}
+		if !validPolicy(t, &p) {
 			return
 		}
-		st := fuzzWorld.State
-		st.Policies = append(append([]acl.Policy(nil), st.Policies...), p)
+		st := fuzzState(p)
 		cp, err := acl.Compile(&st, acl.Options{})
 		if err != nil {
 			var ve *acl.ValidationError
@@ -56,18 +87,7 @@ func FuzzValidatePolicy(f *testing.F) {
 			}
 			t.Fatalf("valid policy does not compile: %v", err)
 		}
-		ref, err := acl.NewReference(&st, acl.Options{})
-		if err != nil {
-			t.Fatalf("reference: %v", err)
-		}
-		for i := range pkts {
-			got := cp.Check(&pkts[i])
-			v, eg, in := ref.Evaluate(&pkts[i])
-			if got.Verdict != v || !reflect.DeepEqual(describe(cp, got.Egress, acl.Egress), eg) ||
-				!reflect.DeepEqual(describe(cp, got.Ingress, acl.Ingress), in) {
-				t.Fatalf("packet %s: compiled %v, reference %v (%+v %+v)", fmtPacket(&pkts[i]), got.Verdict, v, eg, in)
-			}
-		}
+		checkAgainstReference(t, cp, &st, pkts)
 	})
 }
 
@@ -208,15 +228,10 @@ func FuzzCompilePolicy(f *testing.F) {
 				}
 			}
 		}
-		if err := acl.ValidatePolicy(&p); err != nil {
-			var ve *acl.ValidationError
-			if !errors.As(err, &ve) || ve.Object != p.ID() {
-				t.Fatalf("error %v is not a ValidationError naming %q", err, p.ID())
-			}
+		if !validPolicy(t, &p) {
 			return
 		}
-		st := fuzzWorld.State
-		st.Policies = append(append([]acl.Policy(nil), st.Policies...), p)
+		st := fuzzState(p)
 		cp, err := acl.Compile(&st, acl.Options{})
 		if err != nil {
 			if p.Tier == "nope" {
@@ -224,17 +239,6 @@ func FuzzCompilePolicy(f *testing.F) {
 			}
 			t.Fatalf("valid policy does not compile: %v", err)
 		}
-		ref, err := acl.NewReference(&st, acl.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i := range pkts {
-			got := cp.Check(&pkts[i])
-			v, eg, in := ref.Evaluate(&pkts[i])
-			if got.Verdict != v || !reflect.DeepEqual(describe(cp, got.Egress, acl.Egress), eg) ||
-				!reflect.DeepEqual(describe(cp, got.Ingress, acl.Ingress), in) {
-				t.Fatalf("packet %s: compiled %v, reference %v (%+v %+v)", fmtPacket(&pkts[i]), got.Verdict, v, eg, in)
-			}
-		}
+		checkAgainstReference(t, cp, &st, pkts)
 	})
 }

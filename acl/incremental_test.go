@@ -4,12 +4,37 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"reflect"
 	"testing"
 
 	"github.com/tabbynet/tabby/acl"
 	"github.com/tabbynet/tabby/acl/acltest"
 )
+
+// loadCompiler returns a Compiler holding the tiers, namespaces, endpoints
+// and policies of w.
+func loadCompiler(t *testing.T, w *acltest.World) *acl.Compiler {
+	t.Helper()
+	c := acl.NewCompiler(acl.Options{})
+	for _, tr := range w.Tiers {
+		if err := c.SetTier(tr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range w.Namespaces {
+		c.SetNamespace(n)
+	}
+	for _, e := range w.Endpoints {
+		if err := c.SetEndpoint(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range w.Policies {
+		if err := c.SetPolicy(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return c
+}
 
 // TestIncrementalDifferential applies random changes through a Compiler and
 // checks every snapshot against a reference built from scratch.
@@ -20,25 +45,7 @@ func TestIncrementalDifferential(t *testing.T) {
 			w := acltest.Generate(seed, acltest.Small)
 			extra := acltest.Generate(seed+1000, acltest.Small) // source of new policies
 			r := rand.New(rand.NewPCG(seed, 7))
-			c := acl.NewCompiler(acl.Options{})
-			for _, tr := range w.Tiers {
-				if err := c.SetTier(tr); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for _, n := range w.Namespaces {
-				c.SetNamespace(n)
-			}
-			for _, e := range w.Endpoints {
-				if err := c.SetEndpoint(e); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for _, p := range w.Policies {
-				if err := c.SetPolicy(p); err != nil {
-					t.Fatal(err)
-				}
-			}
+			c := loadCompiler(t, w)
 			for step := 0; step < 40; step++ {
 				switch r.IntN(7) {
 				case 0: // label change
@@ -109,12 +116,8 @@ func TestIncrementalDifferential(t *testing.T) {
 				}
 				pkts := w.Packets(seed*100+uint64(step), 2000)
 				for i := range pkts {
-					p := &pkts[i]
-					got := cp.Check(p)
-					v, eg, in := ref.Evaluate(p)
-					geg, gin := describe(cp, got.Egress, acl.Egress), describe(cp, got.Ingress, acl.Ingress)
-					if got.Verdict != v || !reflect.DeepEqual(geg, eg) || !reflect.DeepEqual(gin, in) {
-						t.Fatalf("step %d packet %s:\n got %v %+v %+v\nwant %v %+v %+v", step, fmtPacket(p), got.Verdict, geg, gin, v, eg, in)
+					if diff := referenceDiff(cp, ref, &pkts[i]); diff != "" {
+						t.Fatalf("step %d packet %s", step, diff)
 					}
 				}
 			}
@@ -126,23 +129,7 @@ func TestIncrementalDifferential(t *testing.T) {
 // to start over, and checks the result against the reference.
 func TestCompilerCollect(t *testing.T) {
 	w := acltest.Generate(5, acltest.Small)
-	c := acl.NewCompiler(acl.Options{})
-	for _, tr := range w.Tiers {
-		c.SetTier(tr)
-	}
-	for _, n := range w.Namespaces {
-		c.SetNamespace(n)
-	}
-	for _, e := range w.Endpoints {
-		if err := c.SetEndpoint(e); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, p := range w.Policies {
-		if err := c.SetPolicy(p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c := loadCompiler(t, w)
 	classes := 0
 	for i := 0; i < 1300; i++ {
 		e := &w.Endpoints[i%len(w.Endpoints)]
@@ -168,10 +155,8 @@ func TestCompilerCollect(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range w.Packets(5, 20000) {
-		got := cp.Check(&p)
-		v, eg, in := ref.Evaluate(&p)
-		if got.Verdict != v || !reflect.DeepEqual(describe(cp, got.Egress, acl.Egress), eg) || !reflect.DeepEqual(describe(cp, got.Ingress, acl.Ingress), in) {
-			t.Fatalf("packet %s: %v vs %v", fmtPacket(&p), got.Verdict, v)
+		if diff := referenceDiff(cp, ref, &p); diff != "" {
+			t.Fatalf("packet %s", diff)
 		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"golang.org/x/sys/unix"
 
 	"github.com/tabbynet/tabby/datapath/afxdp/nstest"
 )
@@ -35,40 +34,23 @@ func udpFrame(t testing.TB, src, dst string, payload []byte) []byte {
 	return append([]byte(nil), buf.Bytes()...)
 }
 
-func udpPayload(b []byte) []byte {
-	p := gopacket.NewPacket(b, layers.LayerTypeEthernet, gopacket.Default)
-	if u, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP); ok {
-		return u.Payload
-	}
-	return nil
-}
+var hasPrefix = nstest.HasUDPPrefix
 
-func hasPrefix(prefix string) func([]byte) bool {
-	return func(b []byte) bool { return bytes.HasPrefix(udpPayload(b), []byte(prefix)) }
-}
+// rig is a dataplane namespace and a peer namespace joined by veth pairs.
+type rig struct{ *nstest.Rig }
 
-type rig struct {
-	dp, peer *nstest.NS
-	sfx      string
-}
+func newRig(t *testing.T) *rig { return &rig{nstest.NewRig(t)} }
 
-func newRig(t *testing.T) *rig {
-	nstest.RequireRoot(t)
-	return &rig{dp: nstest.NewNS(t, "dp"), peer: nstest.NewNS(t, "peer"), sfx: nstest.Suffix()}
-}
-
+// link adds a veth pair: dp side "d<n><sfx>", peer side "p<n><sfx>".
 func (r *rig) link(t *testing.T, n string, mtu int) (string, string) {
-	dpIf, peerIf := "d"+n+r.sfx, "p"+n+r.sfx
-	nstest.Veth(t, r.dp, dpIf, r.peer, peerIf, mtu)
-	r.dp.IP(t, "link", "set", "dev", dpIf, "address", dpMAC.String())
-	r.peer.IP(t, "link", "set", "dev", peerIf, "address", peerMAC.String())
-	return dpIf, peerIf
+	t.Helper()
+	return r.Link(t, n, mtu, 0, dpMAC, peerMAC)
 }
 
 func openPort(t *testing.T, r *rig, pool *Pool, ifname string, id PortID) *Port {
 	t.Helper()
 	var pt *Port
-	if err := r.dp.Do(func() (err error) {
+	if err := r.DP.Do(func() (err error) {
 		pt, err = pool.Open(Config{Interface: ifname, Port: id})
 		return err
 	}); err != nil {
@@ -87,35 +69,11 @@ func newPool(t *testing.T, n, size, headroom int) *Pool {
 	return p
 }
 
-// receive polls the ports until want packets matching keep arrived.
+// receive polls the ports until want packets matching keep arrived. Every
+// frame starts exactly at the headroom.
 func receive(t testing.TB, ports []*Port, want int, timeout time.Duration, keep func([]byte) bool) [][]byte {
-	var out [][]byte
-	frames := make([]Frame, 64)
-	deadline := time.Now().Add(timeout)
-	for len(out) < want && time.Now().Before(deadline) {
-		got := 0
-		for _, pt := range ports {
-			n := pt.Receive(frames)
-			got += n
-			for _, f := range frames[:n] {
-				if f.Off != pt.Headroom() {
-					t.Errorf("offset %d, want headroom %d", f.Off, pt.Headroom())
-				}
-				if keep == nil || keep(f.Packet()) {
-					out = append(out, append([]byte(nil), f.Packet()...))
-				}
-			}
-			pt.Release(frames[:n])
-		}
-		if got == 0 {
-			pfds := make([]unix.PollFd, len(ports))
-			for i, pt := range ports {
-				pfds[i] = unix.PollFd{Fd: int32(pt.FD()), Events: unix.POLLIN}
-			}
-			unix.Poll(pfds, 10)
-		}
-	}
-	return out
+	t.Helper()
+	return nstest.Receive(t, ports, want, timeout, keep, true)
 }
 
 // TestPortReceiveTransmit: frames from the peer arrive intact with
@@ -125,7 +83,7 @@ func TestPortReceiveTransmit(t *testing.T) {
 	dpIf, peerIf := r.link(t, "0", 1500)
 	pool := newPool(t, 1024, 2048, 256)
 	pt := openPort(t, r, pool, dpIf, 4)
-	raw := nstest.OpenRaw(t, r.peer, peerIf)
+	raw := nstest.OpenRaw(t, r.Peer, peerIf)
 
 	const n = 300
 	var sent [][]byte
@@ -176,15 +134,7 @@ func TestPortReceiveTransmit(t *testing.T) {
 			t.Fatalf("sent %d of 64 (stats %+v)", s, pt.Stats())
 		}
 	}
-	for i := range want {
-		b, err := raw.Recv(3*time.Second, hasPrefix("tx-"))
-		if err != nil {
-			t.Fatalf("peer captured %d of %d: %v", i, len(want), err)
-		}
-		if !bytes.Equal(b, want[i]) {
-			t.Fatalf("frame %d on the wire differs", i)
-		}
-	}
+	raw.ExpectFrames(t, want, 3*time.Second, hasPrefix("tx-"), nil)
 	// Our own transmissions are not received back.
 	if echo := receive(t, []*Port{pt}, 1, 100*time.Millisecond, hasPrefix("tx-")); len(echo) != 0 {
 		t.Fatalf("received %d of our own frames", len(echo))
@@ -208,8 +158,8 @@ func TestPortSharedPool(t *testing.T) {
 	pool := newPool(t, 512, 2048, 128)
 	pIn := openPort(t, r, pool, in, 0)
 	pOut := openPort(t, r, pool, out, 1)
-	rawIn := nstest.OpenRaw(t, r.peer, inPeer)
-	rawOut := nstest.OpenRaw(t, r.peer, outPeer)
+	rawIn := nstest.OpenRaw(t, r.Peer, inPeer)
+	rawOut := nstest.OpenRaw(t, r.Peer, outPeer)
 	const n = 200
 	for i := range n {
 		if err := rawIn.Send(udpFrame(t, "10.100.0.1", "10.200.1.1", fmt.Appendf(nil, "fwd-%03d", i))); err != nil {
@@ -237,15 +187,7 @@ func TestPortSharedPool(t *testing.T) {
 	if fwd != n {
 		t.Fatalf("forwarded %d of %d", fwd, n)
 	}
-	for i := range n {
-		b, err := rawOut.Recv(3*time.Second, hasPrefix("fwd-"))
-		if err != nil {
-			t.Fatalf("captured %d: %v", i, err)
-		}
-		if w := fmt.Sprintf("fwd-%03d", i); string(udpPayload(b)) != w {
-			t.Fatalf("got %q want %q", udpPayload(b), w)
-		}
-	}
+	rawOut.ExpectUDPPayloads(t, n, "fwd-%03d", 3*time.Second, hasPrefix("fwd-"))
 	if pool.FreeFrames() != pool.Frames() {
 		t.Fatalf("leak: %d of %d free", pool.FreeFrames(), pool.Frames())
 	}
@@ -259,7 +201,7 @@ func TestPortBadInput(t *testing.T) {
 	dpIf, peerIf := r.link(t, "0", 3000)
 	pool := newPool(t, 64, 1024, 128)
 	pt := openPort(t, r, pool, dpIf, 0)
-	raw := nstest.OpenRaw(t, r.peer, peerIf)
+	raw := nstest.OpenRaw(t, r.Peer, peerIf)
 	big := udpFrame(t, "10.100.0.1", "10.200.0.1", append([]byte("big-"), make([]byte, 2000)...))
 	for range 3 {
 		if err := raw.Send(big); err != nil {
@@ -301,7 +243,7 @@ func TestPortZeroAllocs(t *testing.T) {
 	dpIf, peerIf := r.link(t, "0", 1500)
 	pool := newPool(t, 1024, 2048, 128)
 	pt := openPort(t, r, pool, dpIf, 0)
-	raw := nstest.OpenRaw(t, r.peer, peerIf)
+	raw := nstest.OpenRaw(t, r.Peer, peerIf)
 	pkt := udpFrame(t, "10.100.0.1", "10.200.0.1", []byte("alloc"))
 	for range 500 {
 		raw.Send(pkt)

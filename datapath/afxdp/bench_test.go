@@ -8,6 +8,25 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// reportPerFrame reports the time per frame of a benchmark that moves 64
+// frames per iteration.
+func reportPerFrame(b *testing.B) {
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
+}
+
+// newFakeBatch returns a socket on a fake kernel, with a UMEM of umemFrames
+// 2048-byte frames and rings of ringSize, and a batch of 64 distinct
+// 64-byte packets for the kernel to deliver.
+func newFakeBatch(umemFrames int, ringSize uint32) (*UMEM, *Socket, *fakeKernel, [][]byte) {
+	u := newFakeUMEM(umemFrames, 2048)
+	s, k := newFakeSocket(u, 0, ringSize)
+	pkts := make([][]byte, 64)
+	for i := range pkts {
+		pkts[i] = testPacket(64, byte(i))
+	}
+	return u, s, k, pkts
+}
+
 // BenchmarkFillRing measures producing a batch of 64 addresses on a fill
 // ring and the kernel consuming them (index updates only, no syscalls).
 func BenchmarkFillRing(b *testing.B) {
@@ -24,7 +43,7 @@ func BenchmarkFillRing(b *testing.B) {
 		r.prodSubmit()
 		atomic.StoreUint32(r.consumer, atomic.LoadUint32(r.producer)) // kernel consumed
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
+	reportPerFrame(b)
 }
 
 // BenchmarkCompletionRing measures taking a batch of 64 addresses from a
@@ -41,7 +60,7 @@ func BenchmarkCompletionRing(b *testing.B) {
 			b.Fatal("short")
 		}
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
+	reportPerFrame(b)
 }
 
 // BenchmarkTxRing measures writing and publishing 64 TX descriptors.
@@ -60,39 +79,29 @@ func BenchmarkTxRing(b *testing.B) {
 		r.prodSubmit()
 		atomic.StoreUint32(r.consumer, atomic.LoadUint32(r.producer))
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
+	reportPerFrame(b)
 }
 
 // BenchmarkReceiveRelease is the port's receive path in steady state: 64
 // frames received (descriptor checks, frame states, refill of the fill
 // ring) and released. The fake kernel's share is included.
 func BenchmarkReceiveRelease(b *testing.B) {
-	u := newFakeUMEM(4096, 2048)
-	s, k := newFakeSocket(u, 0, 1024)
+	_, s, k, pkts := newFakeBatch(4096, 1024)
 	frames := make([]Frame, 64)
-	pkts := make([][]byte, 64)
-	for i := range pkts {
-		pkts[i] = testPacket(64, byte(i))
-	}
 	b.ReportAllocs()
 	for b.Loop() {
 		k.deliver(pkts...)
 		n := s.Receive(frames)
 		s.Release(frames[:n])
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
+	reportPerFrame(b)
 }
 
 // BenchmarkReceiveTransmit is the forwarding path: 64 frames received,
 // transmitted (TX descriptors, completion reaping, refill), completed.
 func BenchmarkReceiveTransmit(b *testing.B) {
-	u := newFakeUMEM(4096, 2048)
-	s, k := newFakeSocket(u, 0, 1024)
+	_, s, k, pkts := newFakeBatch(4096, 1024)
 	frames := make([]Frame, 64)
-	pkts := make([][]byte, 64)
-	for i := range pkts {
-		pkts[i] = testPacket(64, byte(i))
-	}
 	b.ReportAllocs()
 	for b.Loop() {
 		k.deliver(pkts...)
@@ -100,18 +109,13 @@ func BenchmarkReceiveTransmit(b *testing.B) {
 		s.Transmit(frames[:n])
 		k.complete(false)
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
+	reportPerFrame(b)
 }
 
 // BenchmarkFakeKernel measures the fake kernel alone (deliver + complete),
 // to subtract from the two benchmarks above.
 func BenchmarkFakeKernel(b *testing.B) {
-	u := newFakeUMEM(4096, 2048)
-	s, k := newFakeSocket(u, 0, 1024)
-	pkts := make([][]byte, 64)
-	for i := range pkts {
-		pkts[i] = testPacket(64, byte(i))
-	}
+	_, s, k, pkts := newFakeBatch(4096, 1024)
 	b.ReportAllocs()
 	for b.Loop() {
 		k.deliver(pkts...)
@@ -125,5 +129,5 @@ func BenchmarkFakeKernel(b *testing.B) {
 		atomic.StoreUint32(s.rx.consumer, p)
 		s.fill.prodSubmit()
 	}
-	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*64), "ns/frame")
+	reportPerFrame(b)
 }

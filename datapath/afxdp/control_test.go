@@ -170,9 +170,9 @@ func TestRuntimeSocket(t *testing.T) {
 	st := newTestSteering(t, "10.200.0.0/16")
 	sIn, aIn := setupSocket(t, r, u, st, in, 0, XDPAuto, 0)
 	sOut, _ := setupSocket(t, r, u, st, out, 0, XDPAuto, 1)
-	rawIn := nstest.OpenRaw(t, r.peer, inPeer)
-	rawOut := nstest.OpenRaw(t, r.peer, outPeer)
-	rawExtra := nstest.OpenRaw(t, r.peer, extraPeer)
+	rawIn := nstest.OpenRaw(t, r.Peer, inPeer)
+	rawOut := nstest.OpenRaw(t, r.Peer, outPeer)
+	rawExtra := nstest.OpenRaw(t, r.Peer, extraPeer)
 
 	// The loop forwards everything received on any receiving socket to
 	// the socket in dst; both lists are the loop's.
@@ -286,7 +286,7 @@ func TestRuntimeSocket(t *testing.T) {
 	// The kernel releases the closed socket's queue asynchronously.
 	var sIn2 *Socket
 	for deadline := time.Now().Add(2 * time.Second); ; {
-		err := r.dp.Do(func() (err error) {
+		err := r.DP.Do(func() (err error) {
 			sIn2, err = u.OpenSocket(SocketConfig{Interface: in, Port: 0, RxSize: 512, TxSize: 512, FillSize: 512,
 				CompletionSize: 512})
 			return err

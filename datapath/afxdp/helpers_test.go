@@ -10,7 +10,6 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"golang.org/x/sys/unix"
 
 	"github.com/tabbynet/tabby/datapath/afxdp/nstest"
 )
@@ -31,31 +30,23 @@ func (w tWriter) Write(p []byte) (int, error) {
 }
 
 // rig is a dataplane namespace and a peer namespace joined by veth pairs.
-type rig struct {
-	dp, peer *nstest.NS
-	sfx      string
-}
+type rig struct{ *nstest.Rig }
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
-	nstest.RequireRoot(t)
-	return &rig{dp: nstest.NewNS(t, "dp"), peer: nstest.NewNS(t, "peer"), sfx: nstest.Suffix()}
+	return &rig{nstest.NewRig(t)}
 }
 
 // link adds a veth pair: dp side "d<n><sfx>", peer side "p<n><sfx>".
 func (r *rig) link(t *testing.T, n string, mtu, queues int) (dpIf, peerIf string) {
 	t.Helper()
-	dpIf, peerIf = "d"+n+r.sfx, "p"+n+r.sfx
-	nstest.VethQueues(t, r.dp, dpIf, r.peer, peerIf, mtu, queues)
-	r.dp.IP(t, "link", "set", "dev", dpIf, "address", dpMAC.String())
-	r.peer.IP(t, "link", "set", "dev", peerIf, "address", peerMAC.String())
-	return dpIf, peerIf
+	return r.Link(t, n, mtu, queues, dpMAC, peerMAC)
 }
 
 // do runs fn in the dataplane namespace and fails the test on error.
 func (r *rig) do(t testing.TB, fn func() error) {
 	t.Helper()
-	if err := r.dp.Do(fn); err != nil {
+	if err := r.DP.Do(fn); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -140,49 +131,13 @@ func ipipFrame(t testing.TB, outerSrc, outerDst, innerSrc, innerDst string) []by
 
 // receive polls the sockets until want frames matching keep arrived or the
 // timeout passed; it returns copies of the packets and releases the frames.
+// A frame may start past the headroom (the kernel's XDP headroom).
 func receive(t testing.TB, socks []*Socket, want int, timeout time.Duration, keep func([]byte) bool) [][]byte {
 	t.Helper()
-	var out [][]byte
-	frames := make([]Frame, 64)
-	deadline := time.Now().Add(timeout)
-	for len(out) < want && time.Now().Before(deadline) {
-		got := 0
-		for _, s := range socks {
-			n := s.Receive(frames)
-			got += n
-			for _, f := range frames[:n] {
-				if f.Off < s.Headroom() {
-					t.Errorf("frame offset %d below headroom %d", f.Off, s.Headroom())
-				}
-				if keep == nil || keep(f.Packet()) {
-					out = append(out, append([]byte(nil), f.Packet()...))
-				}
-			}
-			s.Release(frames[:n])
-		}
-		if got == 0 {
-			pfds := make([]unix.PollFd, len(socks))
-			for i, s := range socks {
-				pfds[i] = unix.PollFd{Fd: int32(s.FD()), Events: unix.POLLIN}
-			}
-			unix.Poll(pfds, 10)
-		}
-	}
-	return out
+	return nstest.Receive(t, socks, want, timeout, keep, false)
 }
 
-// udpPayload decodes a frame and returns its UDP payload, or nil.
-func udpPayload(b []byte) []byte {
-	p := gopacket.NewPacket(b, layers.LayerTypeEthernet, gopacket.Default)
-	if u, ok := p.Layer(layers.LayerTypeUDP).(*layers.UDP); ok {
-		return u.Payload
-	}
-	return nil
-}
-
-func hasPrefix(prefix string) func([]byte) bool {
-	return func(b []byte) bool { return bytes.HasPrefix(udpPayload(b), []byte(prefix)) }
-}
+var hasPrefix = nstest.HasUDPPrefix
 
 // settle waits until the counts show no frame held by the dataplane or in
 // flight, servicing the sockets (completions) meanwhile.

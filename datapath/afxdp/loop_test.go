@@ -67,8 +67,8 @@ func TestLoopForward(t *testing.T) {
 	st := newTestSteering(t, "10.200.0.0/16")
 	sIn, _ := setupSocket(t, r, u, st, in, 0, XDPAuto, 0)
 	sOut, _ := setupSocket(t, r, u, st, out, 0, XDPAuto, 1)
-	rawIn := nstest.OpenRaw(t, r.peer, inPeer)
-	rawOut := nstest.OpenRaw(t, r.peer, outPeer)
+	rawIn := nstest.OpenRaw(t, r.Peer, inPeer)
+	rawOut := nstest.OpenRaw(t, r.Peer, outPeer)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	frames := make([]Frame, 64)

@@ -233,13 +233,8 @@ func TestFakeSharedUMEM(t *testing.T) {
 }
 
 func TestFakeZeroAllocs(t *testing.T) {
-	u := newFakeUMEM(1024, 2048)
-	s, k := newFakeSocket(u, 0, 256)
+	u, s, k, pkts := newFakeBatch(1024, 256)
 	frames := make([]Frame, 64)
-	pkts := make([][]byte, 64)
-	for i := range pkts {
-		pkts[i] = testPacket(64, byte(i))
-	}
 	allocs := testing.AllocsPerRun(200, func() {
 		k.deliver(pkts...)
 		n := s.Receive(frames)

@@ -16,6 +16,20 @@ import (
 
 // setupSocket attaches steering (pod CIDR 10.200.0.0/16, fd00:200::/64) to
 // dpIf and binds a socket on queue q, registered in the XSKMAP.
+// oneSocket is the single-port layout: a veth pair with the given MTU, a
+// UMEM of frames 2048-byte frames, steering for 10.200.0.0/16, one socket
+// (queue 0, XDPAuto, port 0) on the dataplane end and a raw socket on the
+// peer end.
+func oneSocket(t *testing.T, mtu, frames int) (*UMEM, *Socket, *Attachment, *nstest.Raw) {
+	t.Helper()
+	r := newRig(t)
+	dpIf, peerIf := r.link(t, "0", mtu, 0)
+	u := newTestUMEM(t, UMEMConfig{Frames: frames, FrameSize: 2048})
+	st := newTestSteering(t, "10.200.0.0/16")
+	s, a := setupSocket(t, r, u, st, dpIf, 0, XDPAuto, 0)
+	return u, s, a, nstest.OpenRaw(t, r.Peer, peerIf)
+}
+
 func setupSocket(t *testing.T, r *rig, u *UMEM, st *Steering, dpIf string, queue int, xdp XDPMode, port PortID) (*Socket, *Attachment) {
 	t.Helper()
 	var s *Socket
@@ -52,7 +66,7 @@ func TestSocketReceiveTransmit(t *testing.T) {
 				if s.Mode() != ModeCopy && s.Mode() != ModeZeroCopy {
 					t.Fatalf("mode %v", s.Mode())
 				}
-				raw := nstest.OpenRaw(t, r.peer, peerIf)
+				raw := nstest.OpenRaw(t, r.Peer, peerIf)
 
 				// Receive.
 				const n = 200
@@ -103,15 +117,7 @@ func TestSocketReceiveTransmit(t *testing.T) {
 						t.Fatalf("transmit queued %d of 64 (stats %+v)", q, s.Stats())
 					}
 				}
-				for i := range want {
-					b, err := raw.Recv(3*time.Second, hasPrefix("tx-"))
-					if err != nil {
-						t.Fatalf("peer captured %d of %d: %v (stats %+v)", i, len(want), err, s.Stats())
-					}
-					if !bytes.Equal(b, want[i]) {
-						t.Fatalf("frame %d on the wire differs", i)
-					}
-				}
+				raw.ExpectFrames(t, want, 3*time.Second, hasPrefix("tx-"), func() string { return fmt.Sprintf("(stats %+v)", s.Stats()) })
 				c := settle(t, u, s)
 				if c.Free+c.Fill != c.Total {
 					t.Fatalf("counts %+v", c)
@@ -138,16 +144,11 @@ func TestSocketReceiveTransmit(t *testing.T) {
 func TestSocketTxBudget(t *testing.T) {
 	for _, budget := range []uint32{0, copyModeTxBatch} {
 		t.Run(fmt.Sprintf("budget%d", budget), func(t *testing.T) {
-			r := newRig(t)
-			dpIf, peerIf := r.link(t, "0", 1500, 0)
-			u := newTestUMEM(t, UMEMConfig{Frames: 2048, FrameSize: 2048})
-			st := newTestSteering(t, "10.200.0.0/16")
-			s, _ := setupSocket(t, r, u, st, dpIf, 0, XDPAuto, 0)
+			u, s, _, raw := oneSocket(t, 1500, 2048)
 			if budget != 0 {
 				must(t, setsockopt(s.fd, unix.SOL_XDP, xdpMaxTxSkbBudget, unsafe.Pointer(&budget), unsafe.Sizeof(budget)))
 				s.txBudget = int(budget)
 			}
-			raw := nstest.OpenRaw(t, r.peer, peerIf)
 			frames := make([]Frame, 256)
 			u.Alloc(frames, 0)
 			for i := range frames {
@@ -185,8 +186,8 @@ func TestSharedUMEMAcrossInterfaces(t *testing.T) {
 	if sOut.ModeReason() != "inherited from the umem's first socket" {
 		t.Fatalf("second socket: %s", sOut.ModeReason())
 	}
-	rawIn := nstest.OpenRaw(t, r.peer, inPeer)
-	rawOut := nstest.OpenRaw(t, r.peer, outPeer)
+	rawIn := nstest.OpenRaw(t, r.Peer, inPeer)
+	rawOut := nstest.OpenRaw(t, r.Peer, outPeer)
 
 	const n = 200
 	for i := range n {
@@ -212,15 +213,7 @@ func TestSharedUMEMAcrossInterfaces(t *testing.T) {
 	if forwarded != n {
 		t.Fatalf("forwarded %d of %d", forwarded, n)
 	}
-	for i := range n {
-		b, err := rawOut.Recv(3*time.Second, hasPrefix("fwd-"))
-		if err != nil {
-			t.Fatalf("captured %d of %d on the other interface: %v", i, n, err)
-		}
-		if want := fmt.Sprintf("fwd-%03d", i); string(udpPayload(b)) != want {
-			t.Fatalf("got %q, want %q", udpPayload(b), want)
-		}
-	}
+	rawOut.ExpectUDPPayloads(t, n, "fwd-%03d", 3*time.Second, hasPrefix("fwd-"))
 	c := settle(t, u, sIn, sOut)
 	t.Logf("counts %+v in %+v out %+v", c, sIn.Stats(), sOut.Stats())
 	sIn.Close()
@@ -252,7 +245,7 @@ func TestSocketQueues(t *testing.T) {
 		}
 		return nil
 	})
-	raw := nstest.OpenRaw(t, r.peer, peerIf)
+	raw := nstest.OpenRaw(t, r.Peer, peerIf)
 	const n = 100
 	for i := range n {
 		raw.Send(udpFrame(t, "10.100.0.1", "10.200.0.9", uint16(1000+i), 2, fmt.Appendf(nil, "q-%03d", i)))
@@ -269,12 +262,7 @@ func TestSocketQueues(t *testing.T) {
 // (counted), oversize frames are dropped by the kernel (counted in
 // XDP_STATISTICS) and bad TX frames are refused (counted); no frame leaks.
 func TestSocketBadInput(t *testing.T) {
-	r := newRig(t)
-	dpIf, peerIf := r.link(t, "0", 3400, 0)
-	u := newTestUMEM(t, UMEMConfig{Frames: 1024, FrameSize: 2048})
-	st := newTestSteering(t, "10.200.0.0/16")
-	s, a := setupSocket(t, r, u, st, dpIf, 0, XDPAuto, 0)
-	raw := nstest.OpenRaw(t, r.peer, peerIf)
+	u, s, a, raw := oneSocket(t, 3400, 1024)
 
 	good := udpFrame(t, "10.100.0.1", "10.200.0.1", 1, 2, []byte("good"))
 	// Ethernet header announcing IPv4 with 10 bytes of it; a bare
@@ -333,12 +321,7 @@ func TestSocketBadInput(t *testing.T) {
 // TestSocketZeroAllocs pins 0 allocations per Receive and Transmit (with
 // its sendto kick) on a real socket in steady state.
 func TestSocketZeroAllocs(t *testing.T) {
-	r := newRig(t)
-	dpIf, peerIf := r.link(t, "0", 1500, 0)
-	u := newTestUMEM(t, UMEMConfig{Frames: 2048, FrameSize: 2048})
-	st := newTestSteering(t, "10.200.0.0/16")
-	s, _ := setupSocket(t, r, u, st, dpIf, 0, XDPAuto, 0)
-	raw := nstest.OpenRaw(t, r.peer, peerIf)
+	u, s, _, raw := oneSocket(t, 1500, 2048)
 	pkt := udpFrame(t, "10.100.0.1", "10.200.0.1", 1, 2, []byte("alloc"))
 	for range 200 {
 		raw.Send(pkt)

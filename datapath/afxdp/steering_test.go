@@ -19,20 +19,20 @@ func TestSteering(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			r := newRig(t)
 			dpIf, peerIf := r.link(t, "0", 1500, 0)
-			r.dp.IP(t, "addr", "add", "192.168.77.1/24", "dev", dpIf)
-			r.peer.IP(t, "addr", "add", "192.168.77.2/24", "dev", peerIf)
+			r.DP.IP(t, "addr", "add", "192.168.77.1/24", "dev", dpIf)
+			r.Peer.IP(t, "addr", "add", "192.168.77.2/24", "dev", peerIf)
 			u := newTestUMEM(t, UMEMConfig{Frames: 1024, FrameSize: 2048})
 			st := newTestSteering(t, "10.244.1.0/24", "fd00:244::/64")
 			must(t, st.SetNodeAddress(netip.MustParseAddr("192.168.77.1")))
 			must(t, st.SetHostAddresses([]netip.Addr{netip.MustParseAddr("192.168.77.1"), netip.MustParseAddr("10.244.1.1")}))
-			if r.dp.XDPAttached(t, dpIf) {
+			if r.DP.XDPAttached(t, dpIf) {
 				t.Fatal("XDP program attached before the test attached one")
 			}
 			s, a := setupSocket(t, r, u, st, dpIf, 0, mode, 0)
 			if a.Mode() != mode {
 				t.Fatalf("attached in %s mode, asked %s", a.Mode(), mode)
 			}
-			if !r.dp.XDPAttached(t, dpIf) {
+			if !r.DP.XDPAttached(t, dpIf) {
 				t.Fatal("ip link shows no XDP program")
 			}
 
@@ -51,7 +51,7 @@ func TestSteering(t *testing.T) {
 				accepted <- err
 			}()
 			var reply [4]byte
-			err := r.peer.Do(func() error {
+			err := r.Peer.Do(func() error {
 				c, err := net.DialTimeout("tcp4", "192.168.77.1:179", 3*time.Second)
 				if err != nil {
 					return err
@@ -67,7 +67,7 @@ func TestSteering(t *testing.T) {
 			if err := <-accepted; err != nil {
 				t.Fatal(err)
 			}
-			neigh := r.peer.IP(t, "neigh", "show", "192.168.77.1")
+			neigh := r.Peer.IP(t, "neigh", "show", "192.168.77.1")
 			if neigh == "" {
 				t.Fatal("peer has no ARP entry for the host: ARP was not answered")
 			}
@@ -75,7 +75,7 @@ func TestSteering(t *testing.T) {
 				t.Fatalf("host traffic reached the socket: %d frames", len(got))
 			}
 
-			raw := nstest.OpenRaw(t, r.peer, peerIf)
+			raw := nstest.OpenRaw(t, r.Peer, peerIf)
 			cases := []struct {
 				name  string
 				frame []byte
@@ -120,8 +120,8 @@ func TestSteering(t *testing.T) {
 			settle(t, u, s)
 			must(t, s.Close())
 			must(t, a.Close())
-			if r.dp.XDPAttached(t, dpIf) {
-				t.Fatalf("XDP program still attached after Close:\n%s", r.dp.IP(t, "-d", "link", "show", dpIf))
+			if r.DP.XDPAttached(t, dpIf) {
+				t.Fatalf("XDP program still attached after Close:\n%s", r.DP.IP(t, "-d", "link", "show", dpIf))
 			}
 		})
 	}
@@ -143,7 +143,7 @@ func TestSteeringRefusesAttached(t *testing.T) {
 		}
 		return nil
 	})
-	if !r.dp.XDPAttached(t, dpIf) {
+	if !r.DP.XDPAttached(t, dpIf) {
 		t.Fatal("first program was detached by the refused attach")
 	}
 }
@@ -207,7 +207,7 @@ func TestSteeringWorkload(t *testing.T) {
 	if !a.Workload() {
 		t.Fatal("attachment does not say it faces workloads")
 	}
-	raw := nstest.OpenRaw(t, r.peer, peerIf)
+	raw := nstest.OpenRaw(t, r.Peer, peerIf)
 	for _, c := range []struct {
 		name  string
 		frame []byte

@@ -46,6 +46,24 @@ func udpPayload(n int) []gopacket.SerializableLayer {
 // buf[off:off+n], as FragNeededIPv4 and its kin do.
 type icmpBuilder func(buf []byte, off, n int) (newOff, newLen int, v encap.Verdict)
 
+// The ICMP error builders under test, with an MTU of 1450 where they
+// announce one.
+func fragNeeded1450(buf []byte, off, n int) (int, int, encap.Verdict) {
+	return encap.FragNeededIPv4(buf, off, n, 1450, router4)
+}
+
+func timeExceeded4(buf []byte, off, n int) (int, int, encap.Verdict) {
+	return encap.TimeExceededIPv4(buf, off, n, router4)
+}
+
+func packetTooBig1450(buf []byte, off, n int) (int, int, encap.Verdict) {
+	return encap.PacketTooBigIPv6(buf, off, n, 1450, router6)
+}
+
+func timeExceeded6(buf []byte, off, n int) (int, int, encap.Verdict) {
+	return encap.TimeExceededIPv6(buf, off, n, router6)
+}
+
 // buildICMPError runs build on frame placed with testHeadroom and checks it
 // succeeds with a message of hdrLen header bytes (IP and ICMP) in front of
 // quote bytes of the original packet, written over the Ethernet header and
@@ -89,13 +107,9 @@ func TestFragNeededIPv4(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			orig := append([]byte(nil), c.frame...)
-			build := func(buf []byte, off, n int) (int, int, encap.Verdict) {
-				return encap.FragNeededIPv4(buf, off, n, 1450, router4)
-			}
+			build := icmpBuilder(fragNeeded1450)
 			if c.timeExc {
-				build = func(buf []byte, off, n int) (int, int, encap.Verdict) {
-					return encap.TimeExceededIPv4(buf, off, n, router4)
-				}
+				build = timeExceeded4
 			}
 			p := buildICMPError(t, c.frame, 28, c.wantQuote, build)
 			ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
@@ -213,13 +227,9 @@ func TestPacketTooBigIPv6(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			orig := append([]byte(nil), c.frame...)
-			build := func(buf []byte, off, n int) (int, int, encap.Verdict) {
-				return encap.PacketTooBigIPv6(buf, off, n, 1450, router6)
-			}
+			build := icmpBuilder(packetTooBig1450)
 			if c.timeExc {
-				build = func(buf []byte, off, n int) (int, int, encap.Verdict) {
-					return encap.TimeExceededIPv6(buf, off, n, router6)
-				}
+				build = timeExceeded6
 			}
 			p := buildICMPError(t, c.frame, 48, c.wantQuote, build)
 			if l := len(p.Data()) - 14; l > 1280 {

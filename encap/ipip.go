@@ -65,9 +65,22 @@ func IPIPEncap(buf []byte, off, n int, t *Tunnel) (newOff, newLen int) {
 // IPIPDecap never panics, whatever the input, and modifies nothing when it
 // drops.
 func IPIPDecap(buf []byte, off, n int) (innerOff, innerLen int, v Verdict) {
-	ip, v := outerTunnelIPv4(buf, off, n, ipipHdrLen+header.IPv4MinLen, header.ProtoIPIP)
+	if off < 0 || n < 0 || off > len(buf) || n > len(buf)-off {
+		return 0, 0, BadArgs
+	}
+	p := buf[off : off+n]
+	if len(p) < ipipHdrLen+header.IPv4MinLen {
+		return 0, 0, DropShort
+	}
+	if be.Uint16(p[12:]) != header.EtherTypeIPv4 {
+		return 0, 0, DropNotIPv4
+	}
+	ip, v := outerIPv4(p[header.EthernetLen:])
 	if v != OK {
 		return 0, 0, v
+	}
+	if ip[9] != header.ProtoIPIP {
+		return 0, 0, DropNotTunnel
 	}
 	ihl := int(ip[0]&0x0f) * 4
 	inner := ip[ihl:]

@@ -100,9 +100,22 @@ func VXLANDecapNoChecksum(buf []byte, off, n int, vni uint32) (innerOff, innerLe
 }
 
 func vxlanDecap(buf []byte, off, n int, vni uint32, verify bool) (innerOff, innerLen int, v Verdict) {
-	ip, v := outerTunnelIPv4(buf, off, n, vxlanHdrLen+header.EthernetLen, header.ProtoUDP)
+	if off < 0 || n < 0 || off > len(buf) || n > len(buf)-off {
+		return 0, 0, BadArgs
+	}
+	p := buf[off : off+n]
+	if len(p) < vxlanHdrLen+header.EthernetLen {
+		return 0, 0, DropShort
+	}
+	if be.Uint16(p[12:]) != header.EtherTypeIPv4 {
+		return 0, 0, DropNotIPv4
+	}
+	ip, v := outerIPv4(p[header.EthernetLen:])
 	if v != OK {
 		return 0, 0, v
+	}
+	if ip[9] != header.ProtoUDP {
+		return 0, 0, DropNotTunnel
 	}
 	ihl := int(ip[0]&0x0f) * 4
 	udp := ip[ihl:]
@@ -134,25 +147,9 @@ func vxlanDecap(buf []byte, off, n int, vni uint32, verify bool) (innerOff, inne
 	return off + header.EthernetLen + ihl + header.UDPLen + header.VXLANLen, len(inner), v
 }
 
-// outerTunnelIPv4 makes the checks every decapsulation starts with on the
-// frame at buf[off:off+n]: it fits buf, is at least minLen bytes, is
-// untagged IPv4 with a valid outer header (version, IHL, total length
-// within the frame, checksum) that is not a fragment, and carries protocol
-// proto. It returns the outer IPv4 packet trimmed to its total length, or
-// the drop verdict of the first check that fails. It is one function, not
-// a frame check calling a header check, to keep decapsulation at one call.
-func outerTunnelIPv4(buf []byte, off, n, minLen int, proto uint8) ([]byte, Verdict) {
-	if off < 0 || n < 0 || off > len(buf) || n > len(buf)-off {
-		return nil, BadArgs
-	}
-	p := buf[off : off+n]
-	if len(p) < minLen {
-		return nil, DropShort
-	}
-	if be.Uint16(p[12:]) != header.EtherTypeIPv4 {
-		return nil, DropNotIPv4
-	}
-	b := p[header.EthernetLen:]
+// outerIPv4 validates the outer IPv4 header at the start of b and returns
+// the packet trimmed to its total length.
+func outerIPv4(b []byte) ([]byte, Verdict) {
 	if len(b) < header.IPv4MinLen {
 		return nil, DropShort
 	}
@@ -166,9 +163,6 @@ func outerTunnelIPv4(buf []byte, off, n, minLen int, proto uint8) ([]byte, Verdi
 	}
 	if be.Uint16(b[6:])&(header.IPv4FlagMF|0x1fff) != 0 {
 		return nil, DropFragment
-	}
-	if b[9] != proto {
-		return nil, DropNotTunnel
 	}
 	return b[:tl], OK
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,19 +56,19 @@ func TestWithProbe(t *testing.T) {
 	})
 
 	t.Run("stop waits for the probe", func(t *testing.T) {
-		var running atomic.Bool
+		started := make(chan struct{})
+		var once sync.Once
+		var returned atomic.Bool
 		_, stop := WithProbe(context.Background(), time.Millisecond, func(ctx context.Context) error {
-			running.Store(true)
+			once.Do(func() { close(started) })
 			<-ctx.Done()
-			running.Store(false)
+			returned.Store(true)
 			return ctx.Err()
 		}, fail)
-		for !running.Load() {
-			time.Sleep(time.Millisecond)
-		}
+		<-started
 		stop()
-		if running.Load() {
-			t.Error("check still running after stop")
+		if !returned.Load() {
+			t.Error("stop returned while the check was still running")
 		}
 	})
 }

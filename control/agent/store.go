@@ -78,24 +78,22 @@ func (s *Store) List(ctx context.Context, kind resources.Kind) ([]Object, error)
 
 // Create stores a new object.
 func (s *Store) Create(ctx context.Context, obj Object) (Object, error) {
-	if r := Unwrap(obj); r != nil {
-		out, err := s.DS.Create(ctx, r)
-		if err != nil {
-			return nil, err
-		}
-		return Wrap(out), nil
-	}
-	os, err := s.objects(obj.ObjectKind())
-	if err != nil {
-		return nil, err
-	}
-	return os.Create(ctx, obj)
+	return s.write(ctx, obj, datastore.Datastore.Create, ObjectStore.Create)
 }
 
 // Update replaces an object (compare-and-swap on its resourceVersion).
 func (s *Store) Update(ctx context.Context, obj Object) (Object, error) {
+	return s.write(ctx, obj, datastore.Datastore.Update, ObjectStore.Update)
+}
+
+// write hands obj to the store of its kind: inDS (a method expression, so
+// that a nil DS is not touched for an agent kind) for a kind of package
+// resources, inObjects for an agent kind.
+func (s *Store) write(ctx context.Context, obj Object,
+	inDS func(datastore.Datastore, context.Context, resources.Resource) (resources.Resource, error),
+	inObjects func(ObjectStore, context.Context, Object) (Object, error)) (Object, error) {
 	if r := Unwrap(obj); r != nil {
-		out, err := s.DS.Update(ctx, r)
+		out, err := inDS(s.DS, ctx, r)
 		if err != nil {
 			return nil, err
 		}
@@ -105,7 +103,7 @@ func (s *Store) Update(ctx context.Context, obj Object) (Object, error) {
 	if err != nil {
 		return nil, err
 	}
-	return os.Update(ctx, obj)
+	return inObjects(os, ctx, obj)
 }
 
 // Delete removes the object with key k (compare-and-swap when revision is

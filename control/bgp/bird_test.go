@@ -141,6 +141,32 @@ func (b *birdInstance) waitRoutes(timeout time.Duration, want, unwanted []string
 	}
 }
 
+// birdTopology makes the namespaces of a test against BIRD (named by
+// prefix): tabby (192.0.2.1/24) and bird (192.0.2.2/24), joined by a veth
+// whose ends are both eth0.
+func birdTopology(t *testing.T, prefix string) (tp *topo.Topology, tabby, bird *topo.Netns) {
+	t.Helper()
+	tp = topo.ForTest(t, prefix)
+	tabby, err := tp.Namespace("tabby")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bird, err = tp.Namespace("bird")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := tp.Veth(tabby, "eth0", bird, "eth0", 1500); err != nil {
+		t.Fatal(err)
+	}
+	if err := tabby.AddAddr("eth0", netip.MustParsePrefix("192.0.2.1/24")); err != nil {
+		t.Fatal(err)
+	}
+	if err := bird.AddAddr("eth0", netip.MustParsePrefix("192.0.2.2/24")); err != nil {
+		t.Fatal(err)
+	}
+	return tp, tabby, bird
+}
+
 // md5Supported reports whether the kernel accepts TCP_MD5SIG in n.
 func md5Supported(n *topo.Netns) error {
 	return n.Do(func() error {
@@ -194,24 +220,7 @@ func TestBIRDInterop(t *testing.T) {
 	for _, tc := range []struct{ name, password string }{{"plain", ""}, {"md5", "tabby-md5-secret"}} {
 
 		t.Run(tc.name, func(t *testing.T) {
-			tp := topo.ForTest(t, "bgpb")
-			tn, err := tp.Namespace("tabby")
-			if err != nil {
-				t.Fatal(err)
-			}
-			bn, err := tp.Namespace("bird")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, _, err := tp.Veth(tn, "eth0", bn, "eth0", 1500); err != nil {
-				t.Fatal(err)
-			}
-			if err := tn.AddAddr("eth0", netip.MustParsePrefix("192.0.2.1/24")); err != nil {
-				t.Fatal(err)
-			}
-			if err := bn.AddAddr("eth0", netip.MustParsePrefix("192.0.2.2/24")); err != nil {
-				t.Fatal(err)
-			}
+			tp, tn, bn := birdTopology(t, "bgpb")
 			extra := ""
 			if tc.password != "" {
 				if err := md5Supported(tn); err != nil {
@@ -302,24 +311,7 @@ func TestBIRDInterop(t *testing.T) {
 // the password is in force.
 func TestBIRDMD5Mismatch(t *testing.T) {
 	bird, birdc := needBIRD(t)
-	tp := topo.ForTest(t, "bgpm")
-	tn, err := tp.Namespace("tabby")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bn, err := tp.Namespace("bird")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := tp.Veth(tn, "eth0", bn, "eth0", 1500); err != nil {
-		t.Fatal(err)
-	}
-	if err := tn.AddAddr("eth0", netip.MustParsePrefix("192.0.2.1/24")); err != nil {
-		t.Fatal(err)
-	}
-	if err := bn.AddAddr("eth0", netip.MustParsePrefix("192.0.2.2/24")); err != nil {
-		t.Fatal(err)
-	}
+	tp, tn, bn := birdTopology(t, "bgpm")
 	if err := md5Supported(tn); err != nil {
 		t.Skipf("TCP-MD5 not supported by this kernel (setsockopt TCP_MD5SIG: %v)", err)
 	}

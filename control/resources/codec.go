@@ -21,41 +21,64 @@ const MaxDecodeBytes = 8 << 20
 // Decode neither defaults nor validates. YAML is YAML 1.1 as kubectl reads
 // it: quote string values such as yes, no, on, off, y and n.
 func Decode(data []byte) ([]Resource, error) {
+	return DecodeStream(data, DecodeDocument)
+}
+
+// Document is one document of a YAML stream that holds an object.
+type Document struct {
+	YAML []byte // as written
+	JSON []byte // converted to JSON: an object, duplicate keys rejected
+}
+
+// DecodeStream splits a YAML or JSON stream of at most MaxDecodeBytes into
+// documents at "---" lines, converts each to JSON and decodes every one
+// that is not empty (nor only comments) with decode. A document that is
+// not an object, or that decode refuses, is an error naming the document
+// by its number. It is Decode's loop, shared with decoders of kinds of
+// their own (the agent's).
+func DecodeStream[T any](data []byte, decode func(Document) (T, error)) ([]T, error) {
 	if len(data) > MaxDecodeBytes {
 		return nil, fmt.Errorf("decode: input is %d bytes, more than %d", len(data), MaxDecodeBytes)
 	}
-	var out []Resource
+	var out []T
 	for i, doc := range splitYAML(data) {
-		obj, err := decodeDocument(doc)
+		obj, ok, err := decodeOne(doc, decode)
 		if err != nil {
 			return nil, fmt.Errorf("document %d: %w", i+1, err)
 		}
-		if obj != nil {
+		if ok {
 			out = append(out, obj)
 		}
 	}
 	return out, nil
 }
 
-// decodeDocument decodes one YAML (or JSON) document; it returns nil, nil
-// for an empty one.
-func decodeDocument(doc []byte) (Resource, error) {
-	// A first pass without type information finds apiVersion and kind and
-	// rejects duplicate keys; values are then converted with the kind's Go
-	// type as a guide (so that "name: n" stays a string).
+// decodeOne converts one document to JSON and decodes it; ok is false for
+// an empty document.
+func decodeOne[T any](doc []byte, decode func(Document) (T, error)) (obj T, ok bool, err error) {
 	js, err := yaml.YAMLToJSONStrict(doc)
 	if err != nil {
-		return nil, err
+		return obj, false, err
 	}
 	js = bytes.TrimSpace(js)
 	if len(js) == 0 || string(js) == "null" {
-		return nil, nil
+		return obj, false, nil
 	}
 	if js[0] != '{' {
-		return nil, errors.New("not an object")
+		return obj, false, errors.New("not an object")
 	}
+	obj, err = decode(Document{YAML: doc, JSON: js})
+	return obj, err == nil, err
+}
+
+// DecodeDocument decodes one document of a kind of this package, as Decode
+// does.
+func DecodeDocument(doc Document) (Resource, error) {
+	// A first pass without type information finds apiVersion and kind and
+	// rejects duplicate keys; values are then converted with the kind's Go
+	// type as a guide (so that "name: n" stays a string).
 	var generic map[string]any
-	if err := json.Unmarshal(js, &generic); err != nil {
+	if err := json.Unmarshal(doc.JSON, &generic); err != nil {
 		return nil, err
 	}
 	apiVersion, _ := generic["apiVersion"].(string)
@@ -70,7 +93,7 @@ func decodeDocument(doc []byte) (Resource, error) {
 	if err := checkFields(generic, reflect.TypeOf(obj).Elem(), ""); err != nil {
 		return nil, fmt.Errorf("%s: %w", kind, err)
 	}
-	if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+	if err := yaml.UnmarshalStrict(doc.YAML, obj); err != nil {
 		return nil, fmt.Errorf("%s: %w", kind, err)
 	}
 	return obj, nil

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -242,13 +241,10 @@ func (w *watcher[E]) report(typ datastore.EventType, key string, value []byte, r
 // watch follows changes after w.rev until the watch fails (compaction,
 // cancellation, a failed probe); it returns why.
 func (w *watcher[E]) watch() error {
-	ctx, cancel := context.WithCancelCause(clientv3.WithRequireLeader(w.ctx))
-	var probes sync.WaitGroup
-	probes.Go(func() { w.probe(ctx, cancel) })
-	defer func() {
-		cancel(nil)
-		probes.Wait()
-	}()
+	ctx, stop := datastore.WithProbe(clientv3.WithRequireLeader(w.ctx), w.d.cfg.ProbeInterval, w.probe, func(err error) error {
+		return fmt.Errorf("etcd: watch %s: %w: %w", w.kind, ErrProbeFailed, err)
+	})
+	defer stop()
 	ch := w.d.cli.Watch(ctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(w.rev+1))
 	for resp := range ch {
 		if err := resp.Err(); err != nil {
@@ -287,25 +283,11 @@ func (w *watcher[E]) watch() error {
 	return fmt.Errorf("etcd: watch %s: channel closed", w.kind)
 }
 
-// probe checks every ProbeInterval that the cluster answers (a
-// linearizable read, so a member without a leader fails it too) and
-// cancels the watch when it does not. A client's watch stream would
-// otherwise wait silently for the connection to come back.
-func (w *watcher[E]) probe(ctx context.Context, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(w.d.cfg.ProbeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pctx, pcancel := context.WithTimeout(ctx, w.d.cfg.ProbeInterval)
-		_, err := w.d.cli.Get(pctx, w.prefix, clientv3.WithCountOnly())
-		pcancel()
-		if err != nil && ctx.Err() == nil {
-			cancel(fmt.Errorf("etcd: watch %s: %w: %w", w.kind, ErrProbeFailed, err))
-			return
-		}
-	}
+// probe checks that the cluster answers, for datastore.WithProbe: a
+// linearizable read, so a member without a leader fails it too. A
+// client's watch stream would otherwise wait silently for the connection
+// to come back.
+func (w *watcher[E]) probe(ctx context.Context) error {
+	_, err := w.d.cli.Get(ctx, w.prefix, clientv3.WithCountOnly())
+	return err
 }

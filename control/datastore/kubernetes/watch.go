@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -265,15 +264,10 @@ func (w *watcher[E]) reportObject(typ datastore.EventType, k resources.Key, u *u
 // watch follows changes from w.rev. It returns nil when the server ended
 // the watch, or why it failed.
 func (w *watcher[E]) watch() error {
-	ctx, cancel := context.WithCancelCause(w.ctx)
-	var probes sync.WaitGroup
-	if w.d.cfg.ProbeInterval > 0 {
-		probes.Go(func() { w.probe(ctx, cancel) })
-	}
-	defer func() {
-		cancel(nil)
-		probes.Wait()
-	}()
+	ctx, stop := datastore.WithProbe(w.ctx, w.d.cfg.ProbeInterval, w.probe, func(err error) error {
+		return fmt.Errorf("kubernetes: watch %s: %w: %w", w.ki.kind, ErrProbeFailed, err)
+	})
+	defer stop()
 	// Jitter the server's timeout so that watches do not all resume at
 	// once.
 	timeout := int64(w.d.cfg.WatchTimeout/time.Second) * int64(100+rand.IntN(50)) / 100
@@ -351,24 +345,10 @@ func (w *watcher[E]) watchError(err error) error {
 	return mapError("watch", resources.Key{Kind: w.ki.kind}, err)
 }
 
-// probe checks every ProbeInterval that the apiserver answers a read of
-// the kind, and cancels the watch when it does not: a watch on a dead
-// connection would otherwise wait for the transport to notice.
-func (w *watcher[E]) probe(ctx context.Context, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(w.d.cfg.ProbeInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pctx, pcancel := context.WithTimeout(ctx, w.d.cfg.ProbeInterval)
-		_, err := w.d.meta.Resource(w.ki.gvr).List(pctx, metav1.ListOptions{Limit: 1})
-		pcancel()
-		if err != nil && ctx.Err() == nil {
-			cancel(fmt.Errorf("kubernetes: watch %s: %w: %w", w.ki.kind, ErrProbeFailed, err))
-			return
-		}
-	}
+// probe checks that the apiserver answers a read of the kind, for
+// datastore.WithProbe: a watch on a dead connection would otherwise wait
+// for the transport to notice.
+func (w *watcher[E]) probe(ctx context.Context) error {
+	_, err := w.d.meta.Resource(w.ki.gvr).List(ctx, metav1.ListOptions{Limit: 1})
+	return err
 }

@@ -73,59 +73,59 @@ func newLPMData(opt Options) (*lpmData, error) {
 		v6 = lpmSample(rng, v6, 20000)
 		nCold4, nCold6, nIn = 64<<10, 64<<10, 64<<10
 	}
-	d := &lpmData{
-		v4: v4, v6: v6,
-		addrs4: map[string][]uint32{}, addrs6: map[string][][16]byte{}, bart: map[string][]netip.Addr{},
-	}
-	d.nh4 = make([]uint32, len(v4))
-	for i := range d.nh4 {
-		d.nh4[i] = rng.Uint32N(lpm.MaxNextHop + 1)
-	}
-	d.nh6 = make([]uint32, len(v6))
-	for i := range d.nh6 {
-		d.nh6[i] = rng.Uint32N(lpm.MaxNextHop + 1)
-	}
-
-	cold4 := make([]uint32, nCold4)
-	for i := range cold4 {
-		cold4[i] = rng.Uint32()
-	}
-	in4 := make([]uint32, nIn)
-	for i := range in4 {
+	d := &lpmData{v4: v4, v6: v6, bart: map[string][]netip.Addr{}}
+	d.nh4 = lpmNextHops(rng, len(v4))
+	d.nh6 = lpmNextHops(rng, len(v6))
+	d.addrs4 = lpmStreams(nCold4, nIn, rng.Uint32, func() uint32 {
 		p := v4[rng.IntN(len(v4))]
-		in4[i] = lpmAddr4(p.Addr()) | rng.Uint32()&^lpmMask(p.Bits(), 32)
-	}
-	hot4 := make([]uint32, 1024)
-	copy(hot4, in4)
-	d.addrs4["cold-random"], d.addrs4["in-prefix"], d.addrs4["hot-set"] = cold4, in4, hot4
-
-	cold6 := make([][16]byte, nCold6)
-	for i := range cold6 {
-		cold6[i] = lpmRandom6(rng)
-	}
-	in6 := make([][16]byte, nIn)
-	for i := range in6 {
-		in6[i] = lpmRandomIn6(rng, v6[rng.IntN(len(v6))])
-	}
-	hot6 := make([][16]byte, 1024)
-	copy(hot6, in6)
-	d.addrs6["cold-random"], d.addrs6["in-prefix"], d.addrs6["hot-set"] = cold6, in6, hot6
-
-	for name, as := range d.addrs4 {
-		out := make([]netip.Addr, len(as))
-		for i, a := range as {
-			out[i] = netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
-		}
-		d.bart["v4-"+name] = out
-	}
-	for name, as := range d.addrs6 {
-		out := make([]netip.Addr, len(as))
-		for i, a := range as {
-			out[i] = netip.AddrFrom16(a)
-		}
-		d.bart["v6-"+name] = out
-	}
+		return lpmAddr4(p.Addr()) | rng.Uint32()&^lpmMask(p.Bits(), 32)
+	})
+	d.addrs6 = lpmStreams(nCold6, nIn, func() [16]byte { return lpmRandom6(rng) }, func() [16]byte {
+		return lpmRandomIn6(rng, v6[rng.IntN(len(v6))])
+	})
+	lpmBartStreams(d.bart, "v4", d.addrs4, func(a uint32) netip.Addr {
+		return netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
+	})
+	lpmBartStreams(d.bart, "v6", d.addrs6, netip.AddrFrom16)
 	return d, nil
+}
+
+// lpmNextHops returns n random next hops.
+func lpmNextHops(rng *rand.Rand, n int) []uint32 {
+	nhs := make([]uint32, n)
+	for i := range nhs {
+		nhs[i] = rng.Uint32N(lpm.MaxNextHop + 1)
+	}
+	return nhs
+}
+
+// lpmStreams returns the lookup address streams of one family, keyed by name:
+// cold-random (nCold addresses from random), in-prefix (nIn from inPrefix)
+// and hot-set (the first 1024 in-prefix addresses).
+func lpmStreams[A any](nCold, nIn int, random, inPrefix func() A) map[string][]A {
+	cold := make([]A, nCold)
+	for i := range cold {
+		cold[i] = random()
+	}
+	in := make([]A, nIn)
+	for i := range in {
+		in[i] = inPrefix()
+	}
+	hot := make([]A, 1024)
+	copy(hot, in)
+	return map[string][]A{"cold-random": cold, "in-prefix": in, "hot-set": hot}
+}
+
+// lpmBartStreams stores into bart the streams of family fam ("v4", "v6") as
+// netip.Addr, keyed by full case name.
+func lpmBartStreams[A any](bart map[string][]netip.Addr, fam string, streams map[string][]A, addr func(A) netip.Addr) {
+	for name, as := range streams {
+		out := make([]netip.Addr, len(as))
+		for i, a := range as {
+			out[i] = addr(a)
+		}
+		bart[fam+"-"+name] = out
+	}
 }
 
 func lpmSample(rng *rand.Rand, ps []netip.Prefix, n int) []netip.Prefix {
@@ -171,36 +171,33 @@ func lpmRandomIn6(rng *rand.Rand, p netip.Prefix) [16]byte {
 
 func (d *lpmData) table4() (*lpm.Table4, error) {
 	t := lpm.NewTable4()
-	for i, p := range d.v4 {
-		if err := t.Insert(p, d.nh4[i]); err != nil {
-			return nil, err
-		}
-	}
-	return t, nil
+	return t, lpmInsert(t.Insert, d.v4, d.nh4)
 }
 
 func (d *lpmData) table6() (*lpm.Table6, error) {
 	t := lpm.NewTable6()
-	for i, p := range d.v6 {
-		if err := t.Insert(p, d.nh6[i]); err != nil {
-			return nil, err
+	return t, lpmInsert(t.Insert, d.v6, d.nh6)
+}
+
+// lpmInsert inserts the prefixes ps with next hops nhs.
+func lpmInsert(insert func(netip.Prefix, uint32) error, ps []netip.Prefix, nhs []uint32) error {
+	for i, p := range ps {
+		if err := insert(p, nhs[i]); err != nil {
+			return err
 		}
 	}
-	return t, nil
+	return nil
 }
 
-func (d *lpmData) bart4() *bart.Table[uint32] {
-	t := new(bart.Table[uint32])
-	for i, p := range d.v4 {
-		t.Insert(p, d.nh4[i])
-	}
-	return t
-}
+func (d *lpmData) bart4() *bart.Table[uint32] { return lpmBartTable(d.v4, d.nh4) }
 
-func (d *lpmData) bart6() *bart.Table[uint32] {
+func (d *lpmData) bart6() *bart.Table[uint32] { return lpmBartTable(d.v6, d.nh6) }
+
+// lpmBartTable returns a bart.Table holding the prefixes ps with next hops nhs.
+func lpmBartTable(ps []netip.Prefix, nhs []uint32) *bart.Table[uint32] {
 	t := new(bart.Table[uint32])
-	for i, p := range d.v6 {
-		t.Insert(p, d.nh6[i])
+	for i, p := range ps {
+		t.Insert(p, nhs[i])
 	}
 	return t
 }
@@ -235,26 +232,14 @@ func runLPM(ctx context.Context, opt Options, emit func(Result)) error {
 		return err
 	}
 	opt.Progressf("lpm: v4-insert-full-table, v4-full-table")
-	if err := lpmInsertAndMemory(opt, emit, "v4", len(d.v4), func() (any, int, error) {
-		t, err := d.table4()
-		if err != nil {
-			return nil, 0, err
-		}
-		return t, t.MemoryBytes(), nil
-	}, func() any { return d.bart4() }); err != nil {
+	if err := lpmInsertAndMemory(opt, emit, "v4", len(d.v4), d.table4, d.bart4); err != nil {
 		return err
 	}
 	if err := lpmRun6(ctx, opt, d, emit); err != nil {
 		return err
 	}
 	opt.Progressf("lpm: v6-insert-full-table, v6-full-table")
-	return lpmInsertAndMemory(opt, emit, "v6", len(d.v6), func() (any, int, error) {
-		t, err := d.table6()
-		if err != nil {
-			return nil, 0, err
-		}
-		return t, t.MemoryBytes(), nil
-	}, func() any { return d.bart6() })
+	return lpmInsertAndMemory(opt, emit, "v6", len(d.v6), d.table6, d.bart6)
 }
 
 // lpmReport emits what a lookup case measured.
@@ -270,15 +255,15 @@ func lpmRun4(ctx context.Context, opt Options, d *lpmData, emit func(Result)) er
 		return err
 	}
 	b4 := d.bart4()
-	for _, c := range lpmLookupCases {
-		if err := ctx.Err(); err != nil {
-			return err
+	if err := lpmLookups(ctx, opt, emit, "v4", d, b4, d.addrs4, func(chunk []uint32, nhs []uint32) {
+		var sum uint32
+		for _, a := range chunk {
+			nh, _ := t4.Lookup(a)
+			sum += nh
 		}
-		name := "v4-" + c.name
-		opt.Progressf("lpm: %s", name)
-		n := lpmOpsPerIter(c.batch)
-		lpmReport(emit, name, "tabby", Measure(opt, n, lpmTabby4(t4, d.addrs4[c.stream], c.batch)))
-		lpmReport(emit, name, "bart", Measure(opt, n, lpmBart(b4, d.bart["v4-"+c.stream], c.batch)))
+		nhs[0] = sum
+	}, t4.LookupBatch); err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -314,29 +299,47 @@ func lpmRun6(ctx context.Context, opt Options, d *lpmData, emit func(Result)) er
 	if err != nil {
 		return err
 	}
-	b6 := d.bart6()
+	return lpmLookups(ctx, opt, emit, "v6", d, d.bart6(), d.addrs6, func(chunk [][16]byte, nhs []uint32) {
+		var sum uint32
+		for _, a := range chunk {
+			nh, _ := t6.Lookup(a)
+			sum += nh
+		}
+		nhs[0] = sum
+	}, t6.LookupBatch)
+}
+
+// lpmLookups measures the lookup cases of family fam ("v4", "v6") on bt and
+// on a tabby table over its address streams: single does the single Lookups
+// of a chunk (see lpmStream), lookupBatch is the table's LookupBatch.
+func lpmLookups[A any](ctx context.Context, opt Options, emit func(Result), fam string, d *lpmData, bt *bart.Table[uint32],
+	streams map[string][]A, single, lookupBatch func(addrs []A, nhs []uint32)) error {
 	for _, c := range lpmLookupCases {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		name := "v6-" + c.name
+		name := fam + "-" + c.name
 		opt.Progressf("lpm: %s", name)
 		n := lpmOpsPerIter(c.batch)
-		lpmReport(emit, name, "tabby", Measure(opt, n, lpmTabby6(t6, d.addrs6[c.stream], c.batch)))
-		lpmReport(emit, name, "bart", Measure(opt, n, lpmBart(b6, d.bart["v6-"+c.stream], c.batch)))
+		tabby := lookupBatch
+		if c.batch == 0 {
+			tabby = single
+		}
+		lpmReport(emit, name, "tabby", Measure(opt, n, lpmStream(streams[c.stream], n, tabby)))
+		lpmReport(emit, name, "bart", Measure(opt, n, lpmBart(bt, d.bart[fam+"-"+c.stream], c.batch)))
 	}
 	return nil
 }
 
 // lpmInsertAndMemory measures building the whole table (routes/s) and the
 // memory a built table holds.
-func lpmInsertAndMemory(opt Options, emit func(Result), family string, routes int,
-	tabby func() (any, int, error), bartBuild func() any) error {
+func lpmInsertAndMemory[T interface{ MemoryBytes() int }](opt Options, emit func(Result), family string, routes int,
+	tabby func() (T, error), bartBuild func() *bart.Table[uint32]) error {
 	var buildErr error
 	m := Measure(opt, routes, func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, _, err := tabby(); err != nil {
+			if _, err := tabby(); err != nil {
 				buildErr = err
 			}
 		}
@@ -358,8 +361,10 @@ func lpmInsertAndMemory(opt Options, emit func(Result), family string, routes in
 	// holds the writer's prefix index (and tbl24, which lives on the heap).
 	var lookupBytes int
 	heap, err := lpmHeapDelta(func() (any, error) {
-		t, n, err := tabby()
-		lookupBytes = n
+		t, err := tabby()
+		if err == nil {
+			lookupBytes = t.MemoryBytes()
+		}
 		return t, err
 	})
 	if err != nil {
@@ -414,60 +419,24 @@ func lpmChurnPrefixes(ps []netip.Prefix, n int) []netip.Prefix {
 	return lpmSample(rand.New(rand.NewPCG(3, 4)), ps, n)
 }
 
-// lpmTabby4 benchmarks Table4: chunks of single Lookups, or LookupBatch.
-func lpmTabby4(t *lpm.Table4, addrs []uint32, batch int) func(b *testing.B) {
+// lpmStream benchmarks lookup over consecutive chunks of n addresses of
+// addrs, one chunk per iteration. lookup stores results into nhs (n long) as
+// LookupBatch does; for chunks of single Lookups it stores only the sum of the
+// next hops, into nhs[0], which keeps its results alive. The per-table
+// single-lookup loops are written against the concrete table, so that in the
+// hot loop Lookup is a direct, inlined call, as in a packet loop; what this
+// shared loop adds is one indirect call per chunk.
+func lpmStream[A any](addrs []A, n int, lookup func(chunk []A, nhs []uint32)) func(b *testing.B) {
 	return func(b *testing.B) {
 		b.ReportAllocs()
+		nhs := make([]uint32, n)
 		var sink uint32
 		pos := 0
-		if batch == 0 {
-			for b.Loop() {
-				for _, a := range addrs[pos : pos+lpmSingleChunk] {
-					nh, _ := t.Lookup(a)
-					sink += nh
-				}
-				if pos += lpmSingleChunk; pos+lpmSingleChunk > len(addrs) {
-					pos = 0
-				}
-			}
-		} else {
-			nhs := make([]uint32, batch)
-			for b.Loop() {
-				t.LookupBatch(addrs[pos:pos+batch], nhs)
-				sink += nhs[0]
-				if pos += batch; pos+batch > len(addrs) {
-					pos = 0
-				}
-			}
-		}
-		lpmSink += sink
-	}
-}
-
-// lpmTabby6 benchmarks Table6: chunks of single Lookups, or LookupBatch.
-func lpmTabby6(t *lpm.Table6, addrs [][16]byte, batch int) func(b *testing.B) {
-	return func(b *testing.B) {
-		b.ReportAllocs()
-		var sink uint32
-		pos := 0
-		if batch == 0 {
-			for b.Loop() {
-				for _, a := range addrs[pos : pos+lpmSingleChunk] {
-					nh, _ := t.Lookup(a)
-					sink += nh
-				}
-				if pos += lpmSingleChunk; pos+lpmSingleChunk > len(addrs) {
-					pos = 0
-				}
-			}
-		} else {
-			nhs := make([]uint32, batch)
-			for b.Loop() {
-				t.LookupBatch(addrs[pos:pos+batch], nhs)
-				sink += nhs[0]
-				if pos += batch; pos+batch > len(addrs) {
-					pos = 0
-				}
+		for b.Loop() {
+			lookup(addrs[pos:pos+n], nhs)
+			sink += nhs[0]
+			if pos += n; pos+n > len(addrs) {
+				pos = 0
 			}
 		}
 		lpmSink += sink
@@ -477,38 +446,25 @@ func lpmTabby6(t *lpm.Table6, addrs [][16]byte, batch int) func(b *testing.B) {
 // lpmBart benchmarks bart.Table: chunks of single Lookups; a "batch" is a
 // loop of single Lookups that stores results like LookupBatch does.
 func lpmBart(t *bart.Table[uint32], addrs []netip.Addr, batch int) func(b *testing.B) {
-	return func(b *testing.B) {
-		b.ReportAllocs()
-		var sink uint32
-		pos := 0
-		if batch == 0 {
-			for b.Loop() {
-				for _, a := range addrs[pos : pos+lpmSingleChunk] {
-					nh, _ := t.Lookup(a)
-					sink += nh
-				}
-				if pos += lpmSingleChunk; pos+lpmSingleChunk > len(addrs) {
-					pos = 0
-				}
+	if batch == 0 {
+		return lpmStream(addrs, lpmSingleChunk, func(chunk []netip.Addr, nhs []uint32) {
+			var sum uint32
+			for _, a := range chunk {
+				nh, _ := t.Lookup(a)
+				sum += nh
 			}
-		} else {
-			nhs := make([]uint32, batch)
-			for b.Loop() {
-				for i, a := range addrs[pos : pos+batch] {
-					nh, ok := t.Lookup(a)
-					if !ok {
-						nh = lpm.NoRoute
-					}
-					nhs[i] = nh
-				}
-				sink += nhs[0]
-				if pos += batch; pos+batch > len(addrs) {
-					pos = 0
-				}
-			}
-		}
-		lpmSink += sink
+			nhs[0] = sum
+		})
 	}
+	return lpmStream(addrs, batch, func(chunk []netip.Addr, nhs []uint32) {
+		for i, a := range chunk {
+			nh, ok := t.Lookup(a)
+			if !ok {
+				nh = lpm.NoRoute
+			}
+			nhs[i] = nh
+		}
+	})
 }
 
 // lpmOpsPerIter returns how many lookups one benchmark iteration does: a

@@ -15,8 +15,8 @@ import (
 func TestLookupAllocs(t *testing.T) {
 	rng := newRand(t, 31)
 	v4, v6 := realTable(t)
-	t4, _ := fillTable4(t, rng, append(sample(rng, v4, 5000), longPrefixes(rng, 500)...))
-	t6, _ := fillTable6(t, rng, sample(rng, v6, 5000))
+	t4, _ := ipv4.fill(t, rng, append(sample(rng, v4, 5000), longPrefixes(rng, 500)...))
+	t6, _ := ipv6.fill(t, rng, sample(rng, v6, 5000))
 	addrs4 := make([]uint32, 256)
 	addrs6 := make([][16]byte, 256)
 	for i := range addrs4 {

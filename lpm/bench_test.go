@@ -82,28 +82,33 @@ func loop(b *testing.B, total, n int, body func(pos int)) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/addr")
 }
 
-func BenchmarkLookup4(b *testing.B) {
-	d := loadBench(b)
-	for _, c := range []struct {
-		name string
-		a    []uint32
-		aa   []netip.Addr
-	}{{"cold", d.cold4, d.cold4A}, {"inprefix", d.in4, d.in4A}, {"hot", d.in4[:1024], d.in4A[:1024]}} {
+// benchStream is an address stream of the lookup benchmarks, in the table's
+// argument type and as netip.Addr for bart.
+type benchStream[A any] struct {
+	name string
+	a    []A
+	aa   []netip.Addr
+}
+
+// benchLookup runs the lookup benchmarks of one family on its streams:
+// chunks of single Lookups of tabby and bart, and tabby's LookupBatch. single
+// does the Lookups of one chunk and returns the sum of their next hops; each
+// table writes its own so that its Lookup calls are direct and inlined, as in
+// a packet loop, rather than calls through an interface or a generic
+// dictionary.
+func benchLookup[A any](b *testing.B, streams []benchStream[A], bt *bart.Table[uint32],
+	single func(chunk []A) uint32, batch func(addrs []A, nhs []uint32)) {
+	for _, c := range streams {
 		b.Run(c.name+"/tabby", func(b *testing.B) {
 			var s uint32
-			loop(b, len(c.a), 256, func(pos int) {
-				for _, a := range c.a[pos : pos+256] {
-					nh, _ := d.t4.Lookup(a)
-					s += nh
-				}
-			})
+			loop(b, len(c.a), 256, func(pos int) { s += single(c.a[pos : pos+256]) })
 			benchSink += s
 		})
 		b.Run(c.name+"/bart", func(b *testing.B) {
 			var s uint32
 			loop(b, len(c.aa), 256, func(pos int) {
 				for _, a := range c.aa[pos : pos+256] {
-					nh, _ := d.b4.Lookup(a)
+					nh, _ := bt.Lookup(a)
 					s += nh
 				}
 			})
@@ -112,48 +117,37 @@ func BenchmarkLookup4(b *testing.B) {
 		for _, n := range []int{64, 256} {
 			b.Run(c.name+"/batch"+itoa(n)+"/tabby", func(b *testing.B) {
 				nhs := make([]uint32, n)
-				loop(b, len(c.a), n, func(pos int) { d.t4.LookupBatch(c.a[pos:pos+n], nhs) })
+				loop(b, len(c.a), n, func(pos int) { batch(c.a[pos:pos+n], nhs) })
 				benchSink += nhs[0]
 			})
 		}
 	}
 }
 
+func BenchmarkLookup4(b *testing.B) {
+	d := loadBench(b)
+	t := d.t4
+	streams := []benchStream[uint32]{{"cold", d.cold4, d.cold4A}, {"inprefix", d.in4, d.in4A}, {"hot", d.in4[:1024], d.in4A[:1024]}}
+	benchLookup(b, streams, d.b4, func(chunk []uint32) (s uint32) {
+		for _, a := range chunk {
+			nh, _ := t.Lookup(a)
+			s += nh
+		}
+		return s
+	}, t.LookupBatch)
+}
+
 func BenchmarkLookup6(b *testing.B) {
 	d := loadBench(b)
-	for _, c := range []struct {
-		name string
-		a    [][16]byte
-		aa   []netip.Addr
-	}{{"cold", d.cold6, d.cold6A}, {"inprefix", d.in6, d.in6A}, {"hot", d.in6[:1024], d.in6A[:1024]}} {
-		b.Run(c.name+"/tabby", func(b *testing.B) {
-			var s uint32
-			loop(b, len(c.a), 256, func(pos int) {
-				for _, a := range c.a[pos : pos+256] {
-					nh, _ := d.t6.Lookup(a)
-					s += nh
-				}
-			})
-			benchSink += s
-		})
-		b.Run(c.name+"/bart", func(b *testing.B) {
-			var s uint32
-			loop(b, len(c.aa), 256, func(pos int) {
-				for _, a := range c.aa[pos : pos+256] {
-					nh, _ := d.b6.Lookup(a)
-					s += nh
-				}
-			})
-			benchSink += s
-		})
-		for _, n := range []int{64, 256} {
-			b.Run(c.name+"/batch"+itoa(n)+"/tabby", func(b *testing.B) {
-				nhs := make([]uint32, n)
-				loop(b, len(c.a), n, func(pos int) { d.t6.LookupBatch(c.a[pos:pos+n], nhs) })
-				benchSink += nhs[0]
-			})
+	t := d.t6
+	streams := []benchStream[[16]byte]{{"cold", d.cold6, d.cold6A}, {"inprefix", d.in6, d.in6A}, {"hot", d.in6[:1024], d.in6A[:1024]}}
+	benchLookup(b, streams, d.b6, func(chunk [][16]byte) (s uint32) {
+		for _, a := range chunk {
+			nh, _ := t.Lookup(a)
+			s += nh
 		}
-	}
+		return s
+	}, t.LookupBatch)
 }
 
 func BenchmarkInsert(b *testing.B) {

@@ -194,23 +194,9 @@ func TestConcurrent4(t *testing.T) {
 		}
 		return out
 	})
-	tab := newTestTable4(t)
+	tab := ipv4.newTable(t)
 	c.run(t, rng, 3*time.Second, tab.Insert, tab.Delete, func(batch bool, addrs []netip.Addr, out []uint32) {
-		var in [256]uint32
-		for i, a := range addrs {
-			in[i] = addrToU32(a)
-		}
-		if batch {
-			tab.LookupBatch(in[:len(addrs)], out)
-			return
-		}
-		for i, a := range in[:len(addrs)] {
-			nh, ok := tab.Lookup(a)
-			if !ok {
-				nh = NoRoute
-			}
-			out[i] = nh
-		}
+		ipv4.lookupInto(tab, batch, addrs, out)
 	})
 }
 
@@ -227,22 +213,8 @@ func TestConcurrent6(t *testing.T) {
 		}
 		return out
 	})
-	tab := newTestTable6(t)
+	tab := ipv6.newTable(t)
 	c.run(t, rng, 3*time.Second, tab.Insert, tab.Delete, func(batch bool, addrs []netip.Addr, out []uint32) {
-		var in [256][16]byte
-		for i, a := range addrs {
-			in[i] = a.As16()
-		}
-		if batch {
-			tab.LookupBatch(in[:len(addrs)], out)
-			return
-		}
-		for i, a := range in[:len(addrs)] {
-			nh, ok := tab.Lookup(a)
-			if !ok {
-				nh = NoRoute
-			}
-			out[i] = nh
-		}
+		ipv6.lookupInto(tab, batch, addrs, out)
 	})
 }

@@ -3,44 +3,8 @@ package lpm
 import (
 	"math/rand/v2"
 	"net/netip"
-	"strconv"
-	"strings"
 	"testing"
 )
-
-// applyOps runs ops written as "+prefix nh" (insert) and "-prefix" (delete)
-// on both tables, checking Delete's answer against the reference.
-func applyOps(tb testing.TB, ops []string, insert func(netip.Prefix, uint32) error, del func(netip.Prefix) (bool, error), ref *reference) []netip.Prefix {
-	tb.Helper()
-	var touched []netip.Prefix
-	for _, op := range ops {
-		fields := strings.Fields(op[1:])
-		p := netip.MustParsePrefix(fields[0])
-		touched = append(touched, p)
-		switch op[0] {
-		case '+':
-			nh, err := strconv.ParseUint(fields[1], 10, 32)
-			if err != nil {
-				tb.Fatalf("op %q: %v", op, err)
-			}
-			if err := insert(p, uint32(nh)); err != nil {
-				tb.Fatalf("op %q: %v", op, err)
-			}
-			ref.insert(p, uint32(nh))
-		case '-':
-			got, err := del(p)
-			if err != nil {
-				tb.Fatalf("op %q: %v", op, err)
-			}
-			if want := ref.delete(p); got != want {
-				tb.Errorf("op %q: existed %v, want %v", op, got, want)
-			}
-		default:
-			tb.Fatalf("bad op %q", op)
-		}
-	}
-	return touched
-}
 
 // probes returns the addresses around prefixes: first, last, the ones just
 // outside, and a random one inside.
@@ -60,11 +24,7 @@ func probes(rng *rand.Rand, prefixes []netip.Prefix) []netip.Addr {
 }
 
 func TestTable4Cases(t *testing.T) {
-	cases := []struct {
-		name   string
-		ops    []string
-		probes []string
-	}{
+	ipv4.runCases(t, []opsCase{
 		{name: "empty", probes: []string{"0.0.0.0", "1.2.3.4", "255.255.255.255"}},
 		{name: "default route", ops: []string{"+0.0.0.0/0 7"}, probes: []string{"0.0.0.0", "128.0.0.1", "255.255.255.255"}},
 		{name: "default route deleted", ops: []string{"+0.0.0.0/0 7", "+10.0.0.0/8 1", "-0.0.0.0/0"}},
@@ -89,76 +49,18 @@ func TestTable4Cases(t *testing.T) {
 		}},
 		{name: "max next hop", ops: []string{"+10.0.0.0/8 16777215", "+10.0.0.0/32 0"}},
 		{name: "unmasked prefix", ops: []string{"+10.1.2.3/8 1", "-10.9.9.9/8"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			rng := newRand(t, 1)
-			tab := newTestTable4(t)
-			ref := newReference()
-			touched := applyOps(t, tc.ops, tab.Insert, tab.Delete, ref)
-			addrs := probes(rng, touched)
-			for _, s := range tc.probes {
-				addrs = append(addrs, netip.MustParseAddr(s))
-			}
-			for _, a := range addrs {
-				check4(t, tab, ref, a)
-			}
-			compareBatch4(t, tab, ref, addrs)
-			if got, want := tab.Len(), ref.len(); got != want {
-				t.Errorf("Len() = %d, want %d", got, want)
-			}
-		})
-	}
-}
-
-// compareBatch4 checks LookupBatch against the reference.
-func compareBatch4(tb testing.TB, t *Table4, ref *reference, addrs []netip.Addr) {
-	tb.Helper()
-	in := make([]uint32, len(addrs))
-	for i, a := range addrs {
-		in[i] = addrToU32(a)
-	}
-	out := make([]uint32, len(in)+1)
-	out[len(in)] = 12345
-	t.LookupBatch(in, out)
-	for i, a := range addrs {
-		want, ok := ref.lookup(a)
-		if !ok {
-			want = NoRoute
-		}
-		if out[i] != want {
-			tb.Errorf("LookupBatch: %v = %d, want %d", a, out[i], want)
-		}
-	}
-	if out[len(in)] != 12345 {
-		tb.Errorf("LookupBatch wrote past len(addrs)")
-	}
+	})
 }
 
 func TestTable4Errors(t *testing.T) {
 	tab := newTestTable4(t)
-	cases := []struct {
-		name string
-		run  func() error
-		want string
-	}{
+	checkErrors(t, tab, []errorCase{
 		{"insert ipv6", func() error { return tab.Insert(netip.MustParsePrefix("2001:db8::/32"), 1) }, "not an IPv4 prefix"},
 		{"insert 4in6", func() error { return tab.Insert(netip.MustParsePrefix("::ffff:10.0.0.0/104"), 1) }, "not an IPv4 prefix"},
 		{"insert zero prefix", func() error { return tab.Insert(netip.Prefix{}, 1) }, "not an IPv4 prefix"},
 		{"insert next hop too big", func() error { return tab.Insert(netip.MustParsePrefix("10.0.0.0/8"), MaxNextHop+1) }, "next hop 16777216 exceeds 16777215"},
 		{"delete ipv6", func() error { _, err := tab.Delete(netip.MustParsePrefix("2001:db8::/32")); return err }, "not an IPv4 prefix"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.run()
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "lpm: ") {
-				t.Errorf("error %v, want one containing %q", err, tc.want)
-			}
-		})
-	}
-	if tab.Len() != 0 {
-		t.Errorf("Len() = %d after failed inserts", tab.Len())
-	}
+	})
 }
 
 // TestTable4RealTable compares the table holding the whole real BGP table
@@ -166,37 +68,9 @@ func TestTable4Errors(t *testing.T) {
 func TestTable4RealTable(t *testing.T) {
 	v4, _ := realTable(t)
 	rng := newRand(t, 4)
-	tab, ref := fillTable4(t, rng, v4)
-	if got, want := tab.Len(), ref.len(); got != want {
-		t.Fatalf("Len() = %d, want %d", got, want)
-	}
+	tab, ref := ipv4.fill(t, rng, v4)
 	t.Logf("%d prefixes, %d groups, MemoryBytes %d", tab.Len(), tab.liveGroups(), tab.MemoryBytes())
-	errs := 0
-	batch := make([]netip.Addr, 0, 256)
-	flush := func() {
-		compareBatch4(t, tab, ref, batch)
-		batch = batch[:0]
-	}
-	probe := func(a netip.Addr) {
-		if !check4(t, tab, ref, a) {
-			errs++
-			if errs > 20 {
-				t.FailNow()
-			}
-		}
-		if batch = append(batch, a); len(batch) == cap(batch) {
-			flush()
-		}
-	}
-	for range 1 << 20 {
-		probe(u32ToAddr(rng.Uint32()))
-	}
-	for _, p := range v4 {
-		probe(p.Addr())
-		probe(lastAddr(p))
-		probe(randomIn(rng, p))
-	}
-	flush()
+	ipv4.compareEverywhere(t, tab, ref, rng, v4)
 }
 
 // TestTable4DeleteUntilEmpty fills the table with the real table and deletes
@@ -206,25 +80,9 @@ func TestTable4DeleteUntilEmpty(t *testing.T) {
 	rng := newRand(t, 5)
 	extra := longPrefixes(rng, 2000)
 	all := append(append([]netip.Prefix(nil), v4...), extra...)
-	tab, ref := fillTable4(t, rng, all)
+	tab, ref := ipv4.fill(t, rng, all)
 	emptyBytes := NewTable4().MemoryBytes()
-	order := ref.prefixes()
-	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-	for i, p := range order {
-		existed, err := tab.Delete(p)
-		if err != nil || !existed {
-			t.Fatalf("Delete(%v) = %v, %v", p, existed, err)
-		}
-		ref.delete(p)
-		if i%50000 == 0 {
-			for _, a := range probes(rng, order[i:min(i+200, len(order))]) {
-				check4(t, tab, ref, a)
-			}
-		}
-	}
-	if tab.Len() != 0 {
-		t.Errorf("Len() = %d after deleting everything", tab.Len())
-	}
+	ipv4.deleteAll(t, tab, ref, rng, 50000)
 	if g := tab.liveGroups(); g != 0 {
 		t.Errorf("%d groups left after deleting everything", g)
 	}
@@ -262,42 +120,8 @@ func TestTable4Churn(t *testing.T) {
 	rng := newRand(t, 6)
 	pool := append(sample(rng, v4, 20000), longPrefixes(rng, 3000)...)
 	pool = append(pool, netip.MustParsePrefix("0.0.0.0/0"), netip.MustParsePrefix("10.0.0.0/8"))
-	tab, ref := fillTable4(t, rng, sample(rng, pool, len(pool)/2))
-	for step := range 200 {
-		var touched []netip.Prefix
-		for range 100 {
-			p := pool[rng.IntN(len(pool))]
-			touched = append(touched, p)
-			if rng.IntN(2) == 0 {
-				nh := nextHop(rng)
-				if err := tab.Insert(p, nh); err != nil {
-					t.Fatal(err)
-				}
-				ref.insert(p, nh)
-			} else {
-				existed, err := tab.Delete(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if want := ref.delete(p); existed != want {
-					t.Fatalf("step %d: Delete(%v) existed %v, want %v", step, p, existed, want)
-				}
-			}
-		}
-		addrs := probes(rng, touched)
-		for range 200 {
-			addrs = append(addrs, u32ToAddr(rng.Uint32()))
-		}
-		for _, a := range addrs {
-			if !check4(t, tab, ref, a) {
-				t.Fatalf("step %d", step)
-			}
-		}
-		compareBatch4(t, tab, ref, addrs)
-		if tab.Len() != ref.len() {
-			t.Fatalf("step %d: Len() = %d, want %d", step, tab.Len(), ref.len())
-		}
-	}
+	tab, ref := ipv4.fill(t, rng, sample(rng, pool, len(pool)/2))
+	ipv4.churn(t, tab, ref, rng, pool)
 
 	// Collapse every group: delete all prefixes longer than /24, then
 	// insert them again.
@@ -322,7 +146,7 @@ func TestTable4Churn(t *testing.T) {
 		t.Errorf("%d groups left without prefixes longer than /24", g)
 	}
 	for _, a := range probes(rng, long) {
-		check4(t, tab, ref, a)
+		ipv4.check(t, tab, ref, a)
 	}
 	for i, p := range long {
 		if err := tab.Insert(p, nhs[i]); err != nil {
@@ -331,7 +155,7 @@ func TestTable4Churn(t *testing.T) {
 		ref.insert(p, nhs[i])
 	}
 	for _, a := range probes(rng, long) {
-		check4(t, tab, ref, a)
+		ipv4.check(t, tab, ref, a)
 	}
 }
 

@@ -3,16 +3,11 @@ package lpm
 import (
 	"math/rand/v2"
 	"net/netip"
-	"strings"
 	"testing"
 )
 
 func TestTable6Cases(t *testing.T) {
-	cases := []struct {
-		name   string
-		ops    []string
-		probes []string
-	}{
+	ipv6.runCases(t, []opsCase{
 		{name: "empty", probes: []string{"::", "2001:db8::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"}},
 		{name: "default route", ops: []string{"+::/0 7"}, probes: []string{"::", "8000::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"}},
 		{name: "default route deleted", ops: []string{"+::/0 7", "+2001:db8::/32 1", "-::/0"}},
@@ -36,88 +31,17 @@ func TestTable6Cases(t *testing.T) {
 		}},
 		{name: "4in6", ops: []string{"+::ffff:0:0/96 1", "+::ffff:10.0.0.0/104 2"}, probes: []string{"::ffff:10.1.2.3"}},
 		{name: "unmasked prefix", ops: []string{"+2001:db8::1/32 1", "-2001:db8::9/32"}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			rng := newRand(t, 1)
-			tab := newTestTable6(t)
-			ref := newReference()
-			touched := applyOps(t, tc.ops, tab.Insert, tab.Delete, ref)
-			addrs := probes(rng, touched)
-			for _, s := range tc.probes {
-				addrs = append(addrs, netip.MustParseAddr(s))
-			}
-			for _, a := range addrs {
-				check6(t, tab, ref, a)
-			}
-			compareBatch6(t, tab, ref, addrs)
-			if got, want := tab.Len(), ref.len(); got != want {
-				t.Errorf("Len() = %d, want %d", got, want)
-			}
-		})
-	}
-}
-
-// compareBatch6 checks LookupBatch against the reference.
-func compareBatch6(tb testing.TB, t *Table6, ref *reference, addrs []netip.Addr) {
-	tb.Helper()
-	in := make([][16]byte, len(addrs))
-	for i, a := range addrs {
-		in[i] = a.As16()
-	}
-	out := make([]uint32, len(in)+1)
-	out[len(in)] = 12345
-	t.LookupBatch(in, out)
-	for i, a := range addrs {
-		want, ok := ref.lookup(a)
-		if !ok {
-			want = NoRoute
-		}
-		if out[i] != want {
-			tb.Errorf("LookupBatch: %v = %d, want %d", a, out[i], want)
-		}
-	}
-	if out[len(in)] != 12345 {
-		tb.Errorf("LookupBatch wrote past len(addrs)")
-	}
+	})
 }
 
 func TestTable6Errors(t *testing.T) {
 	tab := newTestTable6(t)
-	cases := []struct {
-		name string
-		run  func() error
-		want string
-	}{
+	checkErrors(t, tab, []errorCase{
 		{"insert ipv4", func() error { return tab.Insert(netip.MustParsePrefix("10.0.0.0/8"), 1) }, "not an IPv6 prefix"},
 		{"insert zero prefix", func() error { return tab.Insert(netip.Prefix{}, 1) }, "not an IPv6 prefix"},
 		{"insert next hop too big", func() error { return tab.Insert(netip.MustParsePrefix("2001:db8::/32"), MaxNextHop+1) }, "next hop 16777216 exceeds 16777215"},
 		{"delete ipv4", func() error { _, err := tab.Delete(netip.MustParsePrefix("10.0.0.0/8")); return err }, "not an IPv6 prefix"},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.run()
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "lpm: ") {
-				t.Errorf("error %v, want one containing %q", err, tc.want)
-			}
-		})
-	}
-}
-
-// fillTable6 builds a Table6 and a reference holding prefixes with random
-// next hops.
-func fillTable6(tb testing.TB, rng *rand.Rand, prefixes []netip.Prefix) (*Table6, *reference) {
-	tb.Helper()
-	t := newTestTable6(tb)
-	ref := newReference()
-	for _, p := range prefixes {
-		nh := nextHop(rng)
-		if err := t.Insert(p, nh); err != nil {
-			tb.Fatalf("insert %v: %v", p, err)
-		}
-		ref.insert(p, nh)
-	}
-	return t, ref
+	})
 }
 
 // TestTable6RealTable compares the table holding the whole real BGP table
@@ -125,37 +49,9 @@ func fillTable6(tb testing.TB, rng *rand.Rand, prefixes []netip.Prefix) (*Table6
 func TestTable6RealTable(t *testing.T) {
 	_, v6 := realTable(t)
 	rng := newRand(t, 14)
-	tab, ref := fillTable6(t, rng, v6)
-	if got, want := tab.Len(), ref.len(); got != want {
-		t.Fatalf("Len() = %d, want %d", got, want)
-	}
+	tab, ref := ipv6.fill(t, rng, v6)
 	t.Logf("%d prefixes, %d nodes, MemoryBytes %d", tab.Len(), tab.liveNodes(), tab.MemoryBytes())
-	errs := 0
-	batch := make([]netip.Addr, 0, 256)
-	flush := func() {
-		compareBatch6(t, tab, ref, batch)
-		batch = batch[:0]
-	}
-	probe := func(a netip.Addr) {
-		if !check6(t, tab, ref, a) {
-			errs++
-			if errs > 20 {
-				t.FailNow()
-			}
-		}
-		if batch = append(batch, a); len(batch) == cap(batch) {
-			flush()
-		}
-	}
-	for range 1 << 20 {
-		probe(netip.AddrFrom16(randomAddr6(rng)))
-	}
-	for _, p := range v6 {
-		probe(p.Addr())
-		probe(lastAddr(p))
-		probe(randomIn(rng, p))
-	}
-	flush()
+	ipv6.compareEverywhere(t, tab, ref, rng, v6)
 }
 
 // TestTable6DeleteUntilEmpty fills the table with the real table and deletes
@@ -163,24 +59,8 @@ func TestTable6RealTable(t *testing.T) {
 func TestTable6DeleteUntilEmpty(t *testing.T) {
 	_, v6 := realTable(t)
 	rng := newRand(t, 15)
-	tab, ref := fillTable6(t, rng, append(v6, netip.MustParsePrefix("::/0"), netip.MustParsePrefix("2000::/3")))
-	order := ref.prefixes()
-	rng.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
-	for i, p := range order {
-		existed, err := tab.Delete(p)
-		if err != nil || !existed {
-			t.Fatalf("Delete(%v) = %v, %v", p, existed, err)
-		}
-		ref.delete(p)
-		if i%20000 == 0 {
-			for _, a := range probes(rng, order[i:min(i+200, len(order))]) {
-				check6(t, tab, ref, a)
-			}
-		}
-	}
-	if tab.Len() != 0 {
-		t.Errorf("Len() = %d after deleting everything", tab.Len())
-	}
+	tab, ref := ipv6.fill(t, rng, append(v6, netip.MustParsePrefix("::/0"), netip.MustParsePrefix("2000::/3")))
+	ipv6.deleteAll(t, tab, ref, rng, 20000)
 	if n := tab.liveNodes(); n != 0 {
 		t.Errorf("%d nodes left after deleting everything", n)
 	}
@@ -223,40 +103,6 @@ func TestTable6Churn(t *testing.T) {
 	rng := newRand(t, 16)
 	pool := append(sample(rng, v6, 20000), randomPrefixes6(rng, 3000)...)
 	pool = append(pool, netip.MustParsePrefix("::/0"), netip.MustParsePrefix("2000::/3"))
-	tab, ref := fillTable6(t, rng, sample(rng, pool, len(pool)/2))
-	for step := range 200 {
-		var touched []netip.Prefix
-		for range 100 {
-			p := pool[rng.IntN(len(pool))]
-			touched = append(touched, p)
-			if rng.IntN(2) == 0 {
-				nh := nextHop(rng)
-				if err := tab.Insert(p, nh); err != nil {
-					t.Fatal(err)
-				}
-				ref.insert(p, nh)
-			} else {
-				existed, err := tab.Delete(p)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if want := ref.delete(p); existed != want {
-					t.Fatalf("step %d: Delete(%v) existed %v, want %v", step, p, existed, want)
-				}
-			}
-		}
-		addrs := probes(rng, touched)
-		for range 200 {
-			addrs = append(addrs, netip.AddrFrom16(randomAddr6(rng)))
-		}
-		for _, a := range addrs {
-			if !check6(t, tab, ref, a) {
-				t.Fatalf("step %d", step)
-			}
-		}
-		compareBatch6(t, tab, ref, addrs)
-		if tab.Len() != ref.len() {
-			t.Fatalf("step %d: Len() = %d, want %d", step, tab.Len(), ref.len())
-		}
-	}
+	tab, ref := ipv6.fill(t, rng, sample(rng, pool, len(pool)/2))
+	ipv6.churn(t, tab, ref, rng, pool)
 }

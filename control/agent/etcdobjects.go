@@ -4,9 +4,9 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"time"
 
+	"github.com/tabbynet/tabby/control/datastore"
 	"github.com/tabbynet/tabby/control/datastore/etcd"
 	"github.com/tabbynet/tabby/control/resources"
 )
@@ -27,152 +27,75 @@ import (
 // are decoded leniently (a newer writer may have added fields).
 // EtcdObjects is safe for concurrent use.
 type EtcdObjects struct {
-	stores map[resources.Kind]*etcd.Objects
+	documentObjects
 }
 
 var _ ObjectStore = (*EtcdObjects)(nil)
 
 // NewEtcdObjects returns the store of the agent kinds on ds.
 func NewEtcdObjects(ds *etcd.Datastore) *EtcdObjects {
-	s := &EtcdObjects{stores: map[resources.Kind]*etcd.Objects{}}
+	s := &EtcdObjects{documentObjects{
+		stores: map[resources.Kind]kindDocuments{},
+		// The key's mod revision is the resourceVersion.
+		decoded: func(obj Object, revision string) { obj.Meta().ResourceVersion = revision },
+	}}
 	for _, info := range agentKinds {
-		s.stores[info.Kind] = ds.Objects(info.Kind, info.Plural, info.Namespaced)
+		s.stores[info.Kind] = etcdDocuments{ds.Objects(info.Kind, info.Plural, info.Namespaced)}
 	}
 	return s
 }
 
-func (s *EtcdObjects) objects(kind resources.Kind) (*etcd.Objects, error) {
-	o, ok := s.stores[kind]
-	if !ok {
-		return nil, fmt.Errorf("object store: %s: %w", kind, errNotAgentKind)
-	}
-	return o, nil
+// etcdDocuments is one kind's keys: documents without resourceVersion,
+// which travels beside them as the key's mod revision.
+type etcdDocuments struct{ o *etcd.Objects }
+
+func (d etcdDocuments) get(ctx context.Context, k resources.Key) ([]byte, string, error) {
+	doc, err := d.o.Get(ctx, k)
+	return doc.Value, doc.Revision, err
 }
 
-// decode decodes a stored document of kind at its revision.
-func (s *EtcdObjects) decode(kind resources.Kind, doc []byte, revision string) (Object, error) {
-	obj, err := decodeStored(kind, doc)
+func (d etcdDocuments) list(ctx context.Context) ([][]byte, []string, error) {
+	l, err := d.o.List(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	obj.Meta().ResourceVersion = revision
-	return obj, nil
+	docs, revs := make([][]byte, len(l.Items)), make([]string, len(l.Items))
+	for i, doc := range l.Items {
+		docs[i], revs[i] = doc.Value, doc.Revision
+	}
+	return docs, revs, nil
 }
 
-// Get returns one object or a *datastore.NotFoundError.
-func (s *EtcdObjects) Get(ctx context.Context, k resources.Key) (Object, error) {
-	o, err := s.objects(k.Kind)
-	if err != nil {
-		return nil, err
-	}
-	doc, err := o.Get(ctx, k)
-	if err != nil {
-		return nil, err
-	}
-	return s.decode(k.Kind, doc.Value, doc.Revision)
-}
-
-// List returns every object of the kind.
-func (s *EtcdObjects) List(ctx context.Context, kind resources.Kind) ([]Object, error) {
-	o, err := s.objects(kind)
-	if err != nil {
-		return nil, err
-	}
-	l, err := o.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Object, 0, len(l.Items))
-	for _, doc := range l.Items {
-		obj, err := s.decode(kind, doc.Value, doc.Revision)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, obj)
-	}
-	return out, nil
-}
-
-// Create stores a new object after defaulting and validating it, with a
-// fresh uid and creationTimestamp; it fails with a
-// *datastore.AlreadyExistsError if the key is taken.
-func (s *EtcdObjects) Create(ctx context.Context, obj Object) (Object, error) {
-	k := KeyOfObject(obj)
-	o, err := s.objects(k.Kind)
-	if err != nil {
-		return nil, err
-	}
-	if err := admit(obj); err != nil {
-		return nil, err
-	}
+// create gives the object a fresh uid and creationTimestamp (what the
+// apiserver does on Kubernetes).
+func (d etcdDocuments) create(ctx context.Context, k resources.Key, obj Object) ([]byte, string, error) {
 	m := obj.Meta()
 	var uid [16]byte
 	crand.Read(uid[:])
 	m.UID = hex.EncodeToString(uid[:])
 	m.CreationTimestamp = time.Now().UTC().Format(time.RFC3339)
-	doc, err := encodeObject(obj)
+	doc, err := encodeFor(k, obj, false)
 	if err != nil {
-		return nil, fmt.Errorf("object store: encode %s: %w", k, err)
+		return nil, "", err
 	}
-	rev, err := o.Create(ctx, k, doc)
-	if err != nil {
-		return nil, err
-	}
-	return s.decode(k.Kind, doc, rev)
+	rev, err := d.o.Create(ctx, k, doc)
+	return doc, rev, err
 }
 
-// Update replaces an object whose resourceVersion is current (a
-// *datastore.ConflictError otherwise, a *datastore.NotFoundError when it
-// is gone).
-func (s *EtcdObjects) Update(ctx context.Context, obj Object) (Object, error) {
-	k := KeyOfObject(obj)
-	o, err := s.objects(k.Kind)
+func (d etcdDocuments) update(ctx context.Context, k resources.Key, obj Object) ([]byte, string, error) {
+	doc, err := encodeFor(k, obj, false)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	if obj.Meta().ResourceVersion == "" {
-		return nil, fmt.Errorf("object store: update %s: resourceVersion is required", k)
-	}
-	if err := admit(obj); err != nil {
-		return nil, err
-	}
-	doc, err := encodeObject(obj)
-	if err != nil {
-		return nil, fmt.Errorf("object store: encode %s: %w", k, err)
-	}
-	rev, err := o.Update(ctx, k, doc, obj.Meta().ResourceVersion)
-	if err != nil {
-		return nil, err
-	}
-	return s.decode(k.Kind, doc, rev)
+	rev, err := d.o.Update(ctx, k, doc, obj.Meta().ResourceVersion)
+	return doc, rev, err
 }
 
-// Delete removes an object (compare-and-swap when revision is set) and
-// returns its last version.
-func (s *EtcdObjects) Delete(ctx context.Context, k resources.Key, revision string) (Object, error) {
-	o, err := s.objects(k.Kind)
-	if err != nil {
-		return nil, err
-	}
-	doc, err := o.Delete(ctx, k, revision)
-	if err != nil {
-		return nil, err
-	}
-	return s.decode(k.Kind, doc.Value, doc.Revision)
+func (d etcdDocuments) delete(ctx context.Context, k resources.Key, revision string) ([]byte, string, error) {
+	doc, err := d.o.Delete(ctx, k, revision)
+	return doc.Value, doc.Revision, err
 }
 
-// Watch lists then watches one kind (see datastore.Datastore.Watch): every
-// object as Added, Synced, then changes in order; Error while etcd is
-// unreachable or the watched revision was compacted, then the difference
-// found by a relist and Synced again. A document that does not decode is
-// reported as an Error event naming it.
-func (s *EtcdObjects) Watch(ctx context.Context, kind resources.Kind) (ObjectWatcher, error) {
-	o, err := s.objects(kind)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	return watchDocuments(ctx, cancel, o.Watch(ctx), func(ev etcd.ObjectEvent) ObjectEvent {
-		return documentEvent(ev.Type, ev.Err, func() (Object, error) { return s.decode(kind, ev.Object, ev.Revision) })
-	}), nil
+func (d etcdDocuments) watch(ctx context.Context) (datastore.DocumentWatcher, error) {
+	return d.o.Watch(ctx), nil
 }

@@ -175,3 +175,174 @@ func (w *documentWatcher) run() {
 		}
 	}
 }
+
+// kindDocuments is one kind's documents in a backend's document store:
+// the part of an ObjectStore that differs between etcd and Kubernetes.
+// Writes take the admitted object and encode it as the backend stores it.
+// A revision returned with a document is the backend's version of it when
+// the document does not carry its own (etcd's mod revision); "" otherwise.
+type kindDocuments interface {
+	get(ctx context.Context, k resources.Key) (doc []byte, revision string, err error)
+	list(ctx context.Context) (docs [][]byte, revisions []string, err error)
+	create(ctx context.Context, k resources.Key, obj Object) (doc []byte, revision string, err error)
+	update(ctx context.Context, k resources.Key, obj Object) (doc []byte, revision string, err error)
+	delete(ctx context.Context, k resources.Key, revision string) (doc []byte, docRevision string, err error)
+	watch(ctx context.Context) (datastore.DocumentWatcher, error)
+}
+
+// documentObjects is the ObjectStore over the agent kinds' document
+// backends: kind routing, admission before writes, decoding (errors name
+// the object) and the watch, shared by EtcdObjects and KubernetesObjects.
+type documentObjects struct {
+	stores map[resources.Kind]kindDocuments
+	// unavailable refuses a kind with ErrKindUnavailable and the reason.
+	unavailable map[resources.Kind]string
+	// decoded finishes an object read back with the revision its backend
+	// returned with it (the document as the backend keeps it otherwise).
+	decoded func(obj Object, revision string)
+}
+
+func (s *documentObjects) objects(kind resources.Kind) (kindDocuments, error) {
+	if why, ok := s.unavailable[kind]; ok {
+		return nil, fmt.Errorf("%s: %w: %s", kind, ErrKindUnavailable, why)
+	}
+	o, ok := s.stores[kind]
+	if !ok {
+		return nil, fmt.Errorf("object store: %s: %w", kind, errNotAgentKind)
+	}
+	return o, nil
+}
+
+func (s *documentObjects) decode(kind resources.Kind, doc []byte, revision string) (Object, error) {
+	obj, err := decodeStored(kind, doc)
+	if err != nil {
+		return nil, err
+	}
+	s.decoded(obj, revision)
+	return obj, nil
+}
+
+// encodeFor encodes an object for a write to k; withVersion keeps its
+// resourceVersion in the document (the apiserver's compare-and-swap).
+func encodeFor(k resources.Key, obj Object, withVersion bool) ([]byte, error) {
+	var doc []byte
+	var err error
+	if withVersion {
+		doc, err = Marshal(obj)
+	} else {
+		doc, err = encodeObject(obj)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("object store: encode %s: %w", k, err)
+	}
+	return doc, nil
+}
+
+// Get returns one object or a *datastore.NotFoundError.
+func (s *documentObjects) Get(ctx context.Context, k resources.Key) (Object, error) {
+	o, err := s.objects(k.Kind)
+	if err != nil {
+		return nil, err
+	}
+	doc, rev, err := o.get(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	return s.decode(k.Kind, doc, rev)
+}
+
+// List returns every object of the kind.
+func (s *documentObjects) List(ctx context.Context, kind resources.Kind) ([]Object, error) {
+	o, err := s.objects(kind)
+	if err != nil {
+		return nil, err
+	}
+	docs, revs, err := o.list(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Object, 0, len(docs))
+	for i, doc := range docs {
+		obj, err := s.decode(kind, doc, revs[i])
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, obj)
+	}
+	return out, nil
+}
+
+// Create stores a new object after defaulting and validating it; it fails
+// with a *datastore.AlreadyExistsError if the key is taken.
+func (s *documentObjects) Create(ctx context.Context, obj Object) (Object, error) {
+	k := KeyOfObject(obj)
+	o, err := s.objects(k.Kind)
+	if err != nil {
+		return nil, err
+	}
+	if err := admit(obj); err != nil {
+		return nil, err
+	}
+	doc, rev, err := o.create(ctx, k, obj)
+	if err != nil {
+		return nil, err
+	}
+	return s.decode(k.Kind, doc, rev)
+}
+
+// Update replaces an object whose resourceVersion is current (a
+// *datastore.ConflictError otherwise, a *datastore.NotFoundError when it
+// is gone).
+func (s *documentObjects) Update(ctx context.Context, obj Object) (Object, error) {
+	k := KeyOfObject(obj)
+	o, err := s.objects(k.Kind)
+	if err != nil {
+		return nil, err
+	}
+	if obj.Meta().ResourceVersion == "" {
+		return nil, fmt.Errorf("object store: update %s: resourceVersion is required", k)
+	}
+	if err := admit(obj); err != nil {
+		return nil, err
+	}
+	doc, rev, err := o.update(ctx, k, obj)
+	if err != nil {
+		return nil, err
+	}
+	return s.decode(k.Kind, doc, rev)
+}
+
+// Delete removes an object (compare-and-swap when revision is set) and
+// returns its last version.
+func (s *documentObjects) Delete(ctx context.Context, k resources.Key, revision string) (Object, error) {
+	o, err := s.objects(k.Kind)
+	if err != nil {
+		return nil, err
+	}
+	doc, rev, err := o.delete(ctx, k, revision)
+	if err != nil {
+		return nil, err
+	}
+	return s.decode(k.Kind, doc, rev)
+}
+
+// Watch lists then watches one kind (see datastore.Datastore.Watch): every
+// object as Added, Synced, then changes in order; Error while the backend
+// is unreachable or the watched revision is gone, then the difference
+// found by a relist and Synced again. A document that does not decode is
+// reported as an Error event naming it.
+func (s *documentObjects) Watch(ctx context.Context, kind resources.Kind) (ObjectWatcher, error) {
+	o, err := s.objects(kind)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	inner, err := o.watch(ctx)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return watchDocuments(ctx, cancel, inner, func(ev datastore.DocumentEvent) ObjectEvent {
+		return documentEvent(ev.Type, ev.Err, func() (Object, error) { return s.decode(kind, ev.Object, ev.Revision) })
+	}), nil
+}
